@@ -1,0 +1,1 @@
+"""Operator tools for s3-fargate-jobs: the local demo on an embedded emulator, and redrive."""

@@ -1,0 +1,39 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from jobctl.emulator import point_at_emulator, running_emulator
+
+
+@pytest.fixture(scope="session")
+def emulator_url() -> Iterator[str]:
+    """One moto server on 127.0.0.1 for the whole session; stopped when the session ends."""
+    with running_emulator() as url:
+        yield url
+
+
+@pytest.fixture
+def emulator_env(emulator_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point this test's boto3 clients (and any child process it starts) at the emulator."""
+    env: dict[str, str] = {}
+    point_at_emulator(env, emulator_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return emulator_url
+
+
+@pytest.fixture
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and region for in-process moto (mock_aws); no endpoint override."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
