@@ -12,7 +12,7 @@ from moto.server import ThreadedMotoServer
 # user's real profile, so nothing run against the emulator can reach AWS by mistake.
 _DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - a dummy credential for the emulator
+    "AWS_SECRET_ACCESS_KEY": "testing",  # a dummy credential for the emulator
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",

@@ -1,0 +1,351 @@
+"""The only module that reads stack configuration.
+
+`load_settings()` reads `pulumi.Config` and hands the raw values to `parse_settings()`, a pure
+function that validates them into a frozen `Settings`. Defaults live in one place:
+`Pulumi.yaml`, which the Pulumi CLI (and the offline evaluator) applies before the program runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, TypeVar
+
+import pulumi
+
+NAMESPACE = "s3-fargate-jobs"
+
+NetworkMode = Literal["public", "private"]
+CpuArchitecture = Literal["X86_64", "ARM64"]
+CapacityProvider = Literal["FARGATE", "FARGATE_SPOT"]
+
+NETWORK_MODES: tuple[NetworkMode, ...] = ("public", "private")
+CPU_ARCHITECTURES: tuple[CpuArchitecture, ...] = ("X86_64", "ARM64")
+CAPACITY_PROVIDERS: tuple[CapacityProvider, ...] = ("FARGATE", "FARGATE_SPOT")
+
+# Fargate's accepted task sizes: CPU units -> allowed memory in MiB (AWS ECS developer guide,
+# "Task CPU and memory"). Anything else is rejected by RegisterTaskDefinition at deploy time.
+FARGATE_MEMORY_BY_CPU: Mapping[int, tuple[int, ...]] = MappingProxyType(
+    {
+        256: (512, 1024, 2048),
+        512: tuple(range(1024, 4096 + 1, 1024)),
+        1024: tuple(range(2048, 8192 + 1, 1024)),
+        2048: tuple(range(4096, 16384 + 1, 1024)),
+        4096: tuple(range(8192, 30720 + 1, 1024)),
+        8192: tuple(range(16384, 61440 + 1, 4096)),
+        16384: tuple(range(32768, 122880 + 1, 8192)),
+    }
+)
+
+# The values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
+LOG_RETENTION_DAYS: tuple[int, ...] = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+EPHEMERAL_STORAGE_GIB = (21, 200)
+MAX_EVENT_AGE_SECONDS = (60, 21600)  # Lambda's bounds for asynchronous event age
+KEEP_IMAGES = (1, 1000)
+
+# Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
+CONFIG_KEYS: tuple[str, ...] = (
+    "networkMode",
+    "vpcId",
+    "subnetIds",
+    "taskCpu",
+    "taskMemory",
+    "cpuArchitecture",
+    "ephemeralStorageGiB",
+    "capacityProvider",
+    "uploadPrefix",
+    "uploadSuffixes",
+    "resultPrefix",
+    "logRetentionDays",
+    "maxEventAgeSeconds",
+    "forceDestroy",
+    "protect",
+    "bucketVersioning",
+    "containerInsights",
+    "keepImages",
+    "tags",
+)
+
+
+class ConfigError(pulumi.RunError):
+    """Bad stack configuration. RunError makes Pulumi print the message without a traceback."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the components need, validated. Components never read `pulumi.Config`."""
+
+    project: str
+    stack: str
+    network_mode: NetworkMode
+    vpc_id: str | None
+    subnet_ids: tuple[str, ...]
+    task_cpu: int
+    task_memory: int
+    cpu_architecture: CpuArchitecture
+    ephemeral_storage_gib: int | None
+    capacity_provider: CapacityProvider
+    upload_prefix: str
+    upload_suffixes: tuple[str, ...]
+    result_prefix: str
+    log_retention_days: int
+    max_event_age_seconds: int
+    force_destroy: bool
+    protect: bool
+    bucket_versioning: bool
+    container_insights: bool
+    keep_images: int
+    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def name_prefix(self) -> str:
+        """Prefix for physical names that must be known before deployment (family, log groups)."""
+        return f"{self.project}-{self.stack}"
+
+    @property
+    def task_family(self) -> str:
+        return f"{self.name_prefix}-job"
+
+    @property
+    def docker_platform(self) -> str:
+        """The image platform; derived from the same setting as the task's runtimePlatform."""
+        return {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}[self.cpu_architecture]
+
+    @property
+    def assign_public_ip(self) -> Literal["ENABLED", "DISABLED"]:
+        return "ENABLED" if self.network_mode == "public" else "DISABLED"
+
+    @property
+    def uses_existing_network(self) -> bool:
+        return self.vpc_id is not None
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"
+
+
+def _fail(name: str, value: object, allowed: str) -> ConfigError:
+    shown = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return ConfigError(
+        f"Config {_key(name)} = {shown} is not valid: {allowed}. "
+        f"Fix it with `pulumi config set {name} <value>` (or edit Pulumi.<stack>.yaml)."
+    )
+
+
+T = TypeVar("T")
+
+
+def _choice(raw: Mapping[str, object], name: str, allowed: tuple[T, ...]) -> T:
+    value = _required(raw, name)
+    if value not in allowed:
+        raise _fail(name, value, "allowed values are " + ", ".join(map(str, allowed)))
+    return value
+
+
+def _required(raw: Mapping[str, object], name: str) -> object:
+    if name not in raw or raw[name] is None:
+        raise ConfigError(
+            f"Config {_key(name)} is missing. It is declared with a default in Pulumi.yaml; "
+            "set it with `pulumi config set " + name + " <value>`."
+        )
+    return raw[name]
+
+
+def _integer(raw: Mapping[str, object], name: str) -> int:
+    value = _required(raw, name)
+    if isinstance(value, bool):
+        raise _fail(name, value, "expected a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise _fail(name, value, "expected a whole number")
+
+
+def _boolean(raw: Mapping[str, object], name: str) -> bool:
+    value = _required(raw, name)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _fail(name, value, "expected true or false")
+
+
+def _string(raw: Mapping[str, object], name: str) -> str:
+    value = _required(raw, name)
+    if not isinstance(value, str):
+        raise _fail(name, value, "expected a string")
+    return value
+
+
+def _string_list(raw: Mapping[str, object], name: str) -> tuple[str, ...]:
+    value = _required(raw, name)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            raise _fail(name, value, "expected a list of strings") from None
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise _fail(name, value, "expected a list of non-empty strings")
+    return tuple(value)
+
+
+def _in_range(name: str, value: int, bounds: tuple[int, int], what: str) -> int:
+    low, high = bounds
+    if not low <= value <= high:
+        raise _fail(name, value, f"{what} must be between {low} and {high}")
+    return value
+
+
+def _task_size(raw: Mapping[str, object]) -> tuple[int, int]:
+    cpu = _integer(raw, "taskCpu")
+    memory = _integer(raw, "taskMemory")
+    if cpu not in FARGATE_MEMORY_BY_CPU:
+        allowed = ", ".join(str(c) for c in FARGATE_MEMORY_BY_CPU)
+        raise _fail("taskCpu", cpu, f"Fargate accepts CPU units {allowed}")
+    allowed_memory = FARGATE_MEMORY_BY_CPU[cpu]
+    if memory not in allowed_memory:
+        low, high = allowed_memory[0], allowed_memory[-1]
+        step = allowed_memory[1] - allowed_memory[0]
+        listing = (
+            ", ".join(map(str, allowed_memory))
+            if len(allowed_memory) <= 4
+            else f"{low} to {high} in steps of {step}"
+        )
+        raise _fail("taskMemory", memory, f"with taskCpu {cpu} Fargate accepts {listing} MiB")
+    return cpu, memory
+
+
+def _tags(raw: Mapping[str, object], project: str, stack: str) -> Mapping[str, str]:
+    tags = {"project": project, "stack": stack}
+    for item in _string_list(raw, "tags"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail("tags", item, 'each tag is written "key=value"')
+        tags[key.strip()] = value.strip()
+    return MappingProxyType(tags)
+
+
+def _result_prefix_matches_upload_filter(
+    upload_prefix: str, suffixes: tuple[str, ...], result_prefix: str
+) -> bool:
+    """Would an object the task writes (`<resultPrefix><key>.json`) start another task?"""
+    if not result_prefix.startswith(upload_prefix):
+        return False
+    if not suffixes:
+        return True
+    # Result keys end in ".json" after an arbitrary key, so any suffix that can end such a
+    # name ("json", ".json", "x.json", ...) matches some result object.
+    return any(s.endswith(".json") or ".json".endswith(s) for s in suffixes)
+
+
+def _suffixes_overlap(suffixes: tuple[str, ...]) -> tuple[str, str] | None:
+    for a in suffixes:
+        for b in suffixes:
+            if a != b and a.endswith(b):
+                return a, b
+    return None
+
+
+def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Settings:
+    """Validate raw config values (strings as Pulumi stores them, or native values)."""
+    network_mode = _choice(raw, "networkMode", NETWORK_MODES)
+    cpu_architecture = _choice(raw, "cpuArchitecture", CPU_ARCHITECTURES)
+    capacity_provider = _choice(raw, "capacityProvider", CAPACITY_PROVIDERS)
+    task_cpu, task_memory = _task_size(raw)
+
+    if capacity_provider == "FARGATE_SPOT" and cpu_architecture == "ARM64":
+        raise _fail(
+            "capacityProvider",
+            capacity_provider,
+            "Fargate Spot runs X86_64 only; use FARGATE with ARM64, or set cpuArchitecture X86_64",
+        )
+
+    vpc_id = _string(raw, "vpcId").strip() or None
+    subnet_ids = _string_list(raw, "subnetIds")
+    if subnet_ids and vpc_id is None:
+        raise _fail("subnetIds", list(subnet_ids), "subnetIds needs vpcId set to their VPC")
+    if vpc_id is not None and not subnet_ids:
+        raise _fail("vpcId", vpc_id, "an existing VPC needs subnetIds for the tasks")
+
+    ephemeral = _integer(raw, "ephemeralStorageGiB")
+    if ephemeral != 0:
+        _in_range(
+            "ephemeralStorageGiB",
+            ephemeral,
+            EPHEMERAL_STORAGE_GIB,
+            "0 (Fargate's default 20 GiB) or a size that",
+        )
+
+    retention = _integer(raw, "logRetentionDays")
+    if retention not in LOG_RETENTION_DAYS:
+        raise _fail(
+            "logRetentionDays",
+            retention,
+            "CloudWatch Logs accepts " + ", ".join(map(str, LOG_RETENTION_DAYS)),
+        )
+
+    upload_prefix = _string(raw, "uploadPrefix")
+    upload_suffixes = _string_list(raw, "uploadSuffixes")
+    result_prefix = _string(raw, "resultPrefix")
+    if not result_prefix:
+        raise _fail("resultPrefix", result_prefix, "results need their own non-empty prefix")
+    overlap = _suffixes_overlap(upload_suffixes)
+    if overlap:
+        raise _fail(
+            "uploadSuffixes",
+            list(upload_suffixes),
+            f'S3 rejects overlapping suffix filters ("{overlap[0]}" ends with "{overlap[1]}")',
+        )
+    if _result_prefix_matches_upload_filter(upload_prefix, upload_suffixes, result_prefix):
+        raise _fail(
+            "resultPrefix",
+            result_prefix,
+            f"results written under it would match the upload filter (uploadPrefix "
+            f"{upload_prefix!r}) and start a task for every result, forever; choose a "
+            "resultPrefix outside uploadPrefix",
+        )
+
+    return Settings(
+        project=project,
+        stack=stack,
+        network_mode=network_mode,
+        vpc_id=vpc_id,
+        subnet_ids=subnet_ids,
+        task_cpu=task_cpu,
+        task_memory=task_memory,
+        cpu_architecture=cpu_architecture,
+        ephemeral_storage_gib=ephemeral or None,
+        capacity_provider=capacity_provider,
+        upload_prefix=upload_prefix,
+        upload_suffixes=upload_suffixes,
+        result_prefix=result_prefix,
+        log_retention_days=retention,
+        max_event_age_seconds=_in_range(
+            "maxEventAgeSeconds",
+            _integer(raw, "maxEventAgeSeconds"),
+            MAX_EVENT_AGE_SECONDS,
+            "Lambda's maximum event age",
+        ),
+        force_destroy=_boolean(raw, "forceDestroy"),
+        protect=_boolean(raw, "protect"),
+        bucket_versioning=_boolean(raw, "bucketVersioning"),
+        container_insights=_boolean(raw, "containerInsights"),
+        keep_images=_in_range(
+            "keepImages", _integer(raw, "keepImages"), KEEP_IMAGES, "the number of images kept"
+        ),
+        tags=_tags(raw, project, stack),
+    )
+
+
+def load_settings() -> Settings:
+    """Read this stack's configuration and validate it; fails before any resource is declared."""
+    config = pulumi.Config(NAMESPACE)
+    raw = {name: config.get(name) for name in CONFIG_KEYS}
+    return parse_settings(raw, project=pulumi.get_project(), stack=pulumi.get_stack())

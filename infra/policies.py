@@ -1,0 +1,62 @@
+"""IAM policy documents, rendered with Output.json_dumps (never string concatenation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi
+
+Statement = Mapping[str, Any]
+
+# The only actions granted on Resource "*", each because AWS accepts nothing narrower.
+# Tests fail on any other "*" resource, so a new exception has to be argued here.
+WILDCARD_RESOURCE_EXCEPTIONS: Mapping[str, str] = {
+    "ecr:GetAuthorizationToken": (
+        "registry tokens are issued per account; the action has no resource type "
+        "(Service Authorization Reference, Amazon ECR)"
+    ),
+}
+
+
+def policy_document(statements: Sequence[Statement]) -> pulumi.Output[str]:
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(
+    sid: str,
+    actions: Sequence[str],
+    resources: Sequence[pulumi.Input[str]],
+    condition: Mapping[str, Any] | None = None,
+) -> Statement:
+    statement: dict[str, Any] = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": list(actions),
+        "Resource": list(resources),
+    }
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def service_trust_policy(
+    service: str, condition: Mapping[str, Any] | None = None
+) -> pulumi.Output[str]:
+    """A trust policy naming exactly one service principal."""
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    }
+    if condition:
+        statement["Condition"] = condition
+    return policy_document([statement])
+
+
+def log_group_resources(log_group_arn: pulumi.Input[str]) -> list[pulumi.Output[str]]:
+    """The log group itself (CreateLogStream) and its streams (PutLogEvents)."""
+    return [
+        pulumi.Output.from_input(log_group_arn),
+        pulumi.Output.concat(log_group_arn, ":log-stream:*"),
+    ]

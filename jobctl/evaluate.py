@@ -1,0 +1,274 @@
+"""Evaluate the Pulumi program offline, as `pulumi up` would declare it, without any cloud.
+
+The program runs under `pulumi.runtime.set_mocks` with the stack's configuration (Pulumi.yaml
+defaults overlaid with Pulumi.<stack>.yaml, as the CLI does). Every declared resource is recorded
+with its inputs, parent, dependencies and options, and the stack outputs are resolved. The tests
+assert on this record, and the local demo provisions the emulator from it, so both see exactly
+what a deployment would create.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+import yaml
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT = "s3-fargate-jobs"
+
+# The identity the mocks answer with; the same defaults moto uses, so names and ARNs the program
+# derives from them are the ones the local emulator produces.
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+PARTITION = "aws"
+
+
+@dataclass(frozen=True)
+class DeclaredResource:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    inputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    dependencies: tuple[str, ...]
+    protect: bool
+    custom: bool
+
+
+@dataclass
+class Evaluation:
+    stack: str
+    config: Mapping[str, str]
+    resources: list[DeclaredResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> DeclaredResource:
+        found = self.of_type(type_)
+        if len(found) != 1:
+            raise LookupError(f"expected exactly one {type_}, found {len(found)}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> DeclaredResource:
+        for resource in self.resources:
+            if resource.urn == urn:
+                return resource
+        raise LookupError(urn)
+
+    def __iter__(self) -> Iterator[DeclaredResource]:
+        return iter(self.resources)
+
+
+def _fake_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    """Plausible cloud answers: ARNs, ids and URLs shaped like the real ones."""
+
+    def __init__(self) -> None:
+        self.inputs_by_name: dict[tuple[str, str], dict[str, Any]] = {}
+        self.outputs_by_name: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        state = dict(args.inputs)
+        name, typ = args.name, args.typ
+        arn_prefix = f"arn:{PARTITION}"
+        resource_id = f"{name}-id"
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = state.get("bucket") or f"{name}-{_fake_digest(name)[:7]}"
+            state.update(bucket=bucket, arn=f"{arn_prefix}:s3:::{bucket}")
+            resource_id = bucket
+        elif typ == "aws:sqs/queue:Queue":
+            queue = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
+            url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{queue}"
+            state.update(name=queue, url=url, arn=f"{arn_prefix}:sqs:{REGION}:{ACCOUNT_ID}:{queue}")
+            resource_id = url
+        elif typ == "aws:lambda/function:Function":
+            fn = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
+            state.update(name=fn, arn=f"{arn_prefix}:lambda:{REGION}:{ACCOUNT_ID}:function:{fn}")
+            resource_id = fn
+        elif typ == "aws:iam/role:Role":
+            role = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
+            state.update(name=role, arn=f"{arn_prefix}:iam::{ACCOUNT_ID}:role/{role}")
+            resource_id = role
+        elif typ == "aws:ecs/cluster:Cluster":
+            cluster = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
+            state.update(
+                name=cluster, arn=f"{arn_prefix}:ecs:{REGION}:{ACCOUNT_ID}:cluster/{cluster}"
+            )
+            resource_id = state["arn"]
+        elif typ == "aws:ecs/taskDefinition:TaskDefinition":
+            family = state["family"]
+            state.update(
+                revision=1,
+                arn=f"{arn_prefix}:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{family}:1",
+                arnWithoutRevision=f"{arn_prefix}:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{family}",
+            )
+            resource_id = family
+        elif typ == "aws:ecr/repository:Repository":
+            repo = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
+            state.update(
+                name=repo,
+                registryId=ACCOUNT_ID,
+                repositoryUrl=f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/{repo}",
+                arn=f"{arn_prefix}:ecr:{REGION}:{ACCOUNT_ID}:repository/{repo}",
+            )
+            resource_id = repo
+        elif typ == "docker:index/image:Image":
+            image_name = str(state.get("imageName", name))
+            repository = image_name.rsplit(":", 1)[0]
+            state["repoDigest"] = f"{repository}@sha256:{_fake_digest(image_name)}"
+        elif typ == "aws:cloudwatch/logGroup:LogGroup":
+            group = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
+            state.update(
+                name=group, arn=f"{arn_prefix}:logs:{REGION}:{ACCOUNT_ID}:log-group:{group}"
+            )
+            resource_id = group
+        elif typ == "aws:ec2/securityGroup:SecurityGroup":
+            resource_id = f"sg-{_fake_digest(name)[:17]}"
+        elif typ == "awsx:ec2:Vpc":
+            subnets = [f"subnet-{_fake_digest(name + str(i))[:17]}" for i in range(2)]
+            kinds = {s.get("type") for s in state.get("subnetSpecs", [])}
+            # A remote component: its outputs differ in type from its inputs of the same name.
+            state = {
+                "vpcId": f"vpc-{_fake_digest(name)[:17]}",
+                "publicSubnetIds": subnets if "Public" in kinds else [],
+                "privateSubnetIds": subnets if "Private" in kinds else [],
+                "isolatedSubnetIds": subnets if "Isolated" in kinds else [],
+            }
+        self.inputs_by_name[(typ, name)] = dict(args.inputs)
+        self.outputs_by_name[(typ, name)] = state
+        return resource_id, state
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        function = args.token
+        if function == "aws:index/getPartition:getPartition":
+            return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION}, []
+        if function == "aws:index/getRegion:getRegion":
+            return {"region": REGION, "name": REGION, "id": REGION}, []
+        if function == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:{PARTITION}:iam::{ACCOUNT_ID}:user/offline",
+                "userId": "OFFLINE",
+                "id": ACCOUNT_ID,
+            }, []
+        if function == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {
+                "userName": "AWS",
+                "password": "offline-token",
+                "authorizationToken": "offline",
+                "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com",
+                "id": REGION,
+            }, []
+        if function == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
+            service = args.args.get("service", "unknown")
+            return {
+                "serviceName": f"com.amazonaws.{REGION}.{service}",
+                "serviceType": args.args.get("serviceType", "Interface"),
+                "id": service,
+            }, []
+        raise NotImplementedError(f"the offline evaluator has no answer for invoke {function}")
+
+
+class _RecordingMonitor(MockMonitor):
+    """Keeps what the mock interface hides: parent, dependencies and options."""
+
+    def __init__(self, mocks: _Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Any] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type != "pulumi:pulumi:Stack":
+            self.registrations.append((request, response.urn))
+        return response
+
+
+def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides; as Pulumi passes them."""
+    project_file = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())
+    values: dict[str, Any] = {
+        f"{PROJECT}:{key}": spec["default"]
+        for key, spec in (project_file.get("config") or {}).items()
+        if isinstance(spec, dict) and "default" in spec
+    }
+    stack_file = PROJECT_DIR / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in _stack_files())
+        raise ValueError(f"unknown stack {stack!r}: no {stack_file.name}; stacks here: {known}")
+    values.update((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {})
+    for key, value in (overrides or {}).items():
+        values[key if ":" in key else f"{PROJECT}:{key}"] = value
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in values.items()
+        if value is not None
+    }
+
+
+def _stack_files() -> list[Path]:
+    return sorted(p for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+
+
+def committed_stacks() -> list[str]:
+    return [p.name[len("Pulumi.") : -len(".yaml")] for p in _stack_files()]
+
+
+def evaluate(stack: str, overrides: Mapping[str, Any] | None = None) -> Evaluation:
+    """Run __main__.py for `stack` under mocks and return everything it declared."""
+    config = stack_config(stack, overrides)
+    mocks = _Mocks()
+    monitor = _RecordingMonitor(mocks)
+    pulumi.runtime.set_all_config(config)
+    # A fresh root stack per evaluation, so several stacks can be evaluated in one process.
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    root = pulumi.runtime.get_root_resource()
+    exported: dict[str, Any] = {}
+
+    def program() -> pulumi.Output[Any]:
+        runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
+        outputs = dict(getattr(root, "outputs", {}))
+
+        def keep(resolved: dict[str, Any]) -> dict[str, Any]:
+            exported.update(resolved)
+            return resolved
+
+        return pulumi.Output.all(**outputs).apply(keep) if outputs else pulumi.Output.from_input({})
+
+    _sync_await(run_pulumi_func(lambda: _sync_await(program().future())))
+
+    evaluation = Evaluation(stack=stack, config=config, outputs=exported)
+    for request, urn in monitor.registrations:
+        name = request.name
+        key = (request.type, name)
+        evaluation.resources.append(
+            DeclaredResource(
+                type=request.type,
+                name=name,
+                urn=urn,
+                parent=request.parent,
+                inputs=mocks.inputs_by_name.get(key, {}),
+                outputs=mocks.outputs_by_name.get(key, {}),
+                dependencies=tuple(request.dependencies),
+                protect=bool(request.protect),
+                custom=bool(request.custom),
+            )
+        )
+    return evaluation
