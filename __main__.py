@@ -16,15 +16,13 @@ from infra.network import Network
 from infra.runner import JobTarget, TaskRunner
 from infra.storage import UploadBucket
 
-ROOT = Path(__file__).resolve().parent
-
 settings = load_settings()
 context = current_aws_context()
 prefix = settings.name_prefix
 
 uploads = UploadBucket(f"{prefix}-uploads", settings)
 network = Network(f"{prefix}-network", settings)
-image = TaskImage(f"{prefix}-image", settings, context_dir=ROOT / "task")
+image = TaskImage(f"{prefix}-image", settings, context_dir=Path("task"))
 cluster = JobCluster(f"{prefix}-cluster", settings)
 job = JobDefinition(
     f"{prefix}-job",
@@ -38,7 +36,7 @@ runner = TaskRunner(
     f"{prefix}-runner",
     settings,
     context,
-    source_dir=ROOT / "taskrunner",
+    source_dir=Path("taskrunner"),
     bucket=uploads.bucket,
     bucket_configured=uploads.configured,
     target=JobTarget(

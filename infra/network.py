@@ -18,8 +18,8 @@ AVAILABILITY_ZONES = 2  # two AZs: resilience without paying for a third set of 
 
 
 def _endpoint_service_name(service: str, service_type: str) -> str:
-    # The provider knows the exact name in every region and partition (com.amazonaws.<region>.s3,
-    # cn.com.amazonaws... in China), so nothing region-specific is written here.
+    # The provider knows the exact name in every region and partition (it differs in China),
+    # so nothing region-specific is written here.
     return aws.ec2.get_vpc_endpoint_service(service=service, service_type=service_type).service_name
 
 

@@ -9,6 +9,7 @@ what a deployment would create.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import runpy
@@ -21,6 +22,7 @@ import pulumi
 import pulumi.runtime
 import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
+from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -32,6 +34,14 @@ PROJECT = "s3-fargate-jobs"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 PARTITION = "aws"
+
+
+class ProgramError(Exception):
+    """The program failed while being evaluated; `declared` names what it had declared by then."""
+
+    def __init__(self, cause: BaseException, declared: list[str]) -> None:
+        super().__init__(str(cause))
+        self.declared = declared
 
 
 @dataclass(frozen=True)
@@ -151,8 +161,8 @@ class _Mocks(pulumi.runtime.Mocks):
                 "privateSubnetIds": subnets if "Private" in kinds else [],
                 "isolatedSubnetIds": subnets if "Isolated" in kinds else [],
             }
-        self.inputs_by_name[(typ, name)] = dict(args.inputs)
-        self.outputs_by_name[(typ, name)] = state
+        self.inputs_by_name[(typ, name)] = _reveal(dict(args.inputs))
+        self.outputs_by_name[(typ, name)] = {**state, "id": resource_id}
         return resource_id, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -184,6 +194,17 @@ class _Mocks(pulumi.runtime.Mocks):
                 "id": service,
             }, []
         raise NotImplementedError(f"the offline evaluator has no answer for invoke {function}")
+
+
+def _reveal(value: Any) -> Any:
+    """Inputs with their secret wrappers removed, so tests can read what is inside."""
+    if isinstance(value, dict):
+        if value.get(_special_sig_key) == _special_secret_sig:
+            return _reveal(value["value"])
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal(v) for v in value]
+    return value
 
 
 class _RecordingMonitor(MockMonitor):
@@ -243,7 +264,9 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None) -> Evaluati
     exported: dict[str, Any] = {}
 
     def program() -> pulumi.Output[Any]:
-        runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
+        # The Pulumi CLI runs the program from the project directory; relative paths rely on it.
+        with contextlib.chdir(PROJECT_DIR):
+            runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
         outputs = dict(getattr(root, "outputs", {}))
 
         def keep(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -252,7 +275,10 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None) -> Evaluati
 
         return pulumi.Output.all(**outputs).apply(keep) if outputs else pulumi.Output.from_input({})
 
-    _sync_await(run_pulumi_func(lambda: _sync_await(program().future())))
+    try:
+        _sync_await(run_pulumi_func(lambda: _sync_await(program().future())))
+    except Exception as error:
+        raise ProgramError(error, [r.name for r, _ in monitor.registrations]) from error
 
     evaluation = Evaluation(stack=stack, config=config, outputs=exported)
     for request, urn in monitor.registrations:

@@ -1,0 +1,182 @@
+"""Bad configuration stops the program before anything is declared, with one clear message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.config import (
+    CONFIG_KEYS,
+    FARGATE_MEMORY_BY_CPU,
+    ConfigError,
+    Settings,
+    parse_settings,
+)
+from jobctl.evaluate import PROJECT_DIR, ProgramError, committed_stacks, evaluate, stack_config
+
+
+def raw_config(**overrides: Any) -> dict[str, object]:
+    values: dict[str, object] = {
+        key.split(":", 1)[1]: value for key, value in stack_config("dev").items()
+    }
+    values.update(overrides)
+    return values
+
+
+def parse(**overrides: Any) -> Settings:
+    return parse_settings(raw_config(**overrides), project="s3-fargate-jobs", stack="test")
+
+
+def error_for(**overrides: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(**overrides)
+    return str(caught.value)
+
+
+def test_the_dev_config_parses_into_settings() -> None:
+    settings = parse()
+    assert settings.network_mode == "public"
+    assert (settings.task_cpu, settings.task_memory) == (256, 512)
+    assert settings.docker_platform == "linux/amd64"
+    assert settings.assign_public_ip == "ENABLED"
+    assert settings.tags["environment"] == "dev"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [(cpu, memory) for cpu, sizes in FARGATE_MEMORY_BY_CPU.items() for memory in sizes],
+)
+def test_every_task_size_fargate_accepts_is_accepted(cpu: int, memory: int) -> None:
+    settings = parse(taskCpu=str(cpu), taskMemory=str(memory))
+    assert (settings.task_cpu, settings.task_memory) == (cpu, memory)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "expected"),
+    [
+        (256, 4096, "with taskCpu 256 Fargate accepts 512, 1024, 2048 MiB"),
+        (512, 512, "with taskCpu 512 Fargate accepts 1024, 2048, 3072, 4096 MiB"),
+        (1024, 9216, "with taskCpu 1024 Fargate accepts 2048 to 8192 in steps of 1024 MiB"),
+        (4096, 31744, "with taskCpu 4096 Fargate accepts 8192 to 30720 in steps of 1024 MiB"),
+        (8192, 18432, "with taskCpu 8192 Fargate accepts 16384 to 61440 in steps of 4096 MiB"),
+        (16384, 36864, "with taskCpu 16384 Fargate accepts 32768 to 122880 in steps of 8192"),
+    ],
+)
+def test_a_memory_size_fargate_rejects_names_the_allowed_sizes(
+    cpu: int, memory: int, expected: str
+) -> None:
+    message = error_for(taskCpu=str(cpu), taskMemory=str(memory))
+    assert f"s3-fargate-jobs:taskMemory = {memory}" in message
+    assert expected in message
+
+
+def test_an_unknown_cpu_size_lists_the_sizes_fargate_has() -> None:
+    message = error_for(taskCpu="300")
+    assert "s3-fargate-jobs:taskCpu = 300" in message
+    assert "256, 512, 1024, 2048, 4096, 8192, 16384" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("networkMode", "hybrid", "public, private"),
+        ("cpuArchitecture", "arm64", "X86_64, ARM64"),
+        ("capacityProvider", "SPOT", "FARGATE, FARGATE_SPOT"),
+    ],
+)
+def test_an_unknown_choice_names_the_key_the_value_and_the_choices(
+    key: str, value: str, allowed: str
+) -> None:
+    message = error_for(**{key: value})
+    assert f"s3-fargate-jobs:{key} = '{value}'" in message
+    assert allowed in message
+
+
+def test_a_retention_cloudwatch_does_not_accept_is_rejected() -> None:
+    message = error_for(logRetentionDays="10")
+    assert "s3-fargate-jobs:logRetentionDays = 10" in message
+    assert "1, 3, 5, 7, 14, 30" in message
+
+
+@pytest.mark.parametrize(
+    ("upload_prefix", "suffixes", "result_prefix"),
+    [
+        ("data/", [], "data/results/"),
+        ("", [], "results/"),
+        ("uploads/", [".json"], "uploads/out/"),
+        ("uploads/", ["json"], "uploads/out/"),
+    ],
+)
+def test_a_result_prefix_the_upload_filter_would_match_is_rejected(
+    upload_prefix: str, suffixes: list[str], result_prefix: str
+) -> None:
+    message = error_for(
+        uploadPrefix=upload_prefix, uploadSuffixes=suffixes, resultPrefix=result_prefix
+    )
+    assert f"s3-fargate-jobs:resultPrefix = '{result_prefix}'" in message
+    assert "would match the upload filter" in message
+
+
+def test_a_result_prefix_inside_the_upload_prefix_is_fine_when_suffixes_exclude_results() -> None:
+    settings = parse(uploadPrefix="", uploadSuffixes=[".csv"], resultPrefix="results/")
+    assert settings.upload_suffixes == (".csv",)
+
+
+def test_overlapping_suffixes_are_rejected_as_s3_would() -> None:
+    assert "overlapping" in error_for(uploadSuffixes=[".csv", "data.csv"])
+
+
+@pytest.mark.parametrize("size", ["20", "201", "-1"])
+def test_ephemeral_storage_outside_21_to_200_is_rejected(size: str) -> None:
+    message = error_for(ephemeralStorageGiB=size)
+    assert f"s3-fargate-jobs:ephemeralStorageGiB = {size}" in message
+    assert "between 21 and 200" in message
+
+
+def test_fargate_spot_with_arm64_is_rejected() -> None:
+    message = error_for(capacityProvider="FARGATE_SPOT", cpuArchitecture="ARM64")
+    assert "Fargate Spot runs X86_64 only" in message
+
+
+def test_subnet_ids_without_a_vpc_id_are_rejected() -> None:
+    message = error_for(subnetIds=["subnet-1"])
+    assert "s3-fargate-jobs:subnetIds" in message
+    assert "needs vpcId" in message
+
+
+def test_a_non_number_where_a_number_belongs_names_the_key() -> None:
+    assert "s3-fargate-jobs:taskCpu = 'lots'" in error_for(taskCpu="lots")
+
+
+def test_a_malformed_tag_shows_the_expected_form() -> None:
+    assert 'each tag is written "key=value"' in error_for(tags=["team"])
+
+
+def test_bad_config_stops_the_program_before_any_resource_is_declared() -> None:
+    with pytest.raises(ProgramError) as caught:
+        evaluate("dev", {"taskMemory": 4096})
+    assert isinstance(caught.value.__cause__, ConfigError)
+    assert "s3-fargate-jobs:taskMemory = 4096" in str(caught.value)
+    assert caught.value.declared == []
+
+
+def test_pulumi_yaml_declares_every_key_the_program_reads_with_type_description_and_default() -> (
+    None
+):
+    declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == set(CONFIG_KEYS)
+    for key, spec in declared.items():
+        assert spec["type"] in {"string", "integer", "boolean", "array"}, key
+        assert spec["description"].strip(), key
+        assert "default" in spec, key
+        if spec["type"] == "array":
+            assert spec["items"]["type"] == "string", key
+
+
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_stack_files_set_only_declared_keys(stack: str) -> None:
+    values = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+    ours = {k.split(":", 1)[1] for k in values if k.startswith("s3-fargate-jobs:")}
+    assert ours <= set(CONFIG_KEYS)

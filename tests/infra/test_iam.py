@@ -1,0 +1,143 @@
+"""Least privilege, checked on every policy the program renders for every stack."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import pytest
+
+from infra.policies import WILDCARD_RESOURCE_EXCEPTIONS
+from jobctl.evaluate import Evaluation
+from tests.infra.conftest import as_json
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # parliament still imports pkg_resources
+    from parliament import analyze_policy_string
+
+
+def identity_policies(stack: Evaluation) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (r.name, as_json(r.inputs["policy"]))
+        for r in stack.of_type("aws:iam/rolePolicy:RolePolicy")
+    ]
+
+
+def statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    found = policy["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def test_every_role_has_an_inline_policy_and_no_managed_admin_policy(stack: Evaluation) -> None:
+    roles = stack.of_type("aws:iam/role:Role")
+    assert len(roles) == 3
+    assert len(identity_policies(stack)) == len(roles)
+    assert not stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    for role in roles:
+        assert not role.inputs.get("managedPolicyArns"), role.name
+
+
+def test_parliament_finds_nothing_in_any_identity_policy(stack: Evaluation) -> None:
+    for name, policy in identity_policies(stack):
+        findings = analyze_policy_string(json.dumps(policy)).findings
+        unexpected = [
+            (f.issue, f.detail)
+            for f in findings
+            # RESOURCE_STAR for the documented exceptions is asserted on below.
+            if not (
+                f.issue == "RESOURCE_STAR" and set(f.detail) <= set(WILDCARD_RESOURCE_EXCEPTIONS)
+            )
+        ]
+        assert unexpected == [], name
+
+
+def test_no_action_is_a_wildcard(stack: Evaluation) -> None:
+    for name, policy in identity_policies(stack):
+        for statement in statements(policy):
+            for action in listed(statement["Action"]):
+                assert "*" not in action, f"{name}: {action}"
+
+
+def test_only_the_listed_exceptions_use_a_star_resource(stack: Evaluation) -> None:
+    for name, policy in identity_policies(stack):
+        for statement in statements(policy):
+            if "*" in listed(statement["Resource"]):
+                assert listed(statement["Resource"]) == ["*"]
+                assert set(listed(statement["Action"])) <= set(WILDCARD_RESOURCE_EXCEPTIONS), name
+
+
+def test_every_trust_policy_names_exactly_one_service(stack: Evaluation) -> None:
+    for role in stack.of_type("aws:iam/role:Role"):
+        trust = as_json(role.inputs["assumeRolePolicy"])
+        (statement,) = statements(trust)
+        assert statement["Action"] == "sts:AssumeRole"
+        assert list(statement["Principal"]) == ["Service"], role.name
+        assert isinstance(statement["Principal"]["Service"], str), role.name
+
+
+def policy_named(stack: Evaluation, suffix: str) -> dict[str, Any]:
+    (policy,) = [p for name, p in identity_policies(stack) if name.endswith(suffix)]
+    return policy
+
+
+def test_the_task_role_reads_uploads_and_writes_results_and_nothing_more(
+    stack: Evaluation,
+) -> None:
+    bucket_arn = stack.one("aws:s3/bucket:Bucket").outputs["arn"]
+    upload = stack.config["s3-fargate-jobs:uploadPrefix"]
+    result = stack.config["s3-fargate-jobs:resultPrefix"]
+    granted = {
+        (tuple(sorted(listed(s["Action"]))), tuple(listed(s["Resource"])))
+        for s in statements(policy_named(stack, "-job-task"))
+    }
+    assert granted == {
+        (("s3:GetObject", "s3:GetObjectVersion"), (f"{bucket_arn}/{upload}*",)),
+        (("s3:PutObject",), (f"{bucket_arn}/{result}*",)),
+    }
+
+
+def test_the_execution_role_pulls_only_this_repository_and_writes_only_its_log_group(
+    stack: Evaluation,
+) -> None:
+    repository = stack.one("aws:ecr/repository:Repository").outputs["arn"]
+    jobs_log_group = next(
+        g.outputs["arn"]
+        for g in stack.of_type("aws:cloudwatch/logGroup:LogGroup")
+        if g.outputs["name"].endswith("/jobs")
+    )
+    policy = statements(policy_named(stack, "-job-execution"))
+    resources = {r for s in policy for r in listed(s["Resource"])}
+    assert resources == {repository, "*", jobs_log_group, jobs_log_group + ":log-stream:*"}
+
+
+def test_the_runner_may_run_only_this_family_on_this_cluster_and_pass_only_the_job_roles(
+    stack: Evaluation,
+) -> None:
+    policy = {s["Sid"]: s for s in statements(policy_named(stack, "-runner-role"))}
+    run = policy["RunTheJobOnThisClusterOnly"]
+    family = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs["family"]
+    assert listed(run["Resource"]) == [
+        f"arn:aws:ecs:us-east-1:123456789012:task-definition/{family}:*"
+    ]
+    assert run["Condition"] == {"ArnEquals": {"ecs:cluster": stack.outputs["clusterArn"]}}
+
+    task = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+    passed = policy["PassTheJobRolesToEcsOnly"]
+    assert sorted(listed(passed["Resource"])) == sorted(
+        [task["executionRoleArn"], task["taskRoleArn"]]
+    )
+    assert passed["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    }
+    dlq = stack.one("aws:sqs/queue:Queue").outputs["arn"]
+    assert listed(policy["SendFailedEventsToDeadLetterQueue"]["Resource"]) == [dlq]
+
+
+@pytest.mark.parametrize("action", sorted(WILDCARD_RESOURCE_EXCEPTIONS))
+def test_each_wildcard_exception_states_its_reason(action: str) -> None:
+    assert len(WILDCARD_RESOURCE_EXCEPTIONS[action]) > 20

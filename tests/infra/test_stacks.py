@@ -1,0 +1,350 @@
+"""What `pulumi up` would create, for every committed stack, asserted across resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.config import FARGATE_MEMORY_BY_CPU
+from jobctl.evaluate import ACCOUNT_ID, PROJECT_DIR, Evaluation, evaluate
+from tests.infra.conftest import as_json
+
+BUCKET = "aws:s3/bucket:Bucket"
+FUNCTION = "aws:lambda/function:Function"
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+NOTIFICATION = "aws:s3/bucketNotification:BucketNotification"
+PERMISSION = "aws:lambda/permission:Permission"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+VPC = "awsx:ec2:Vpc"
+
+CONTRACT_VARIABLES = {
+    "CLUSTER_ARN",
+    "TASK_DEFINITION_ARN",
+    "CONTAINER_NAME",
+    "SUBNETS",
+    "SECURITY_GROUPS",
+    "ASSIGN_PUBLIC_IP",
+    "CAPACITY_PROVIDER",
+    "RESULT_PREFIX",
+}
+
+
+def config(stack: Evaluation, key: str) -> str:
+    return stack.config[f"s3-fargate-jobs:{key}"]
+
+
+def runner_environment(stack: Evaluation) -> dict[str, str]:
+    env: dict[str, str] = stack.one(FUNCTION).inputs["environment"]["variables"]
+    return env
+
+
+def container(stack: Evaluation) -> dict[str, Any]:
+    definitions = as_json(stack.one(TASK_DEFINITION).inputs["containerDefinitions"])
+    assert len(definitions) == 1
+    only: dict[str, Any] = definitions[0]
+    return only
+
+
+def test_every_stack_exports_the_documented_outputs(stack: Evaluation) -> None:
+    assert set(stack.outputs) == {
+        "bucketName",
+        "uploadPrefix",
+        "resultPrefix",
+        "clusterArn",
+        "taskDefinitionArn",
+        "taskRunnerFunctionName",
+        "logGroupName",
+        "deadLetterQueueUrl",
+        "repositoryUrl",
+    }
+    assert stack.outputs["bucketName"] == stack.one(BUCKET).outputs["bucket"]
+    assert stack.outputs["uploadPrefix"] == config(stack, "uploadPrefix")
+
+
+def test_the_notification_waits_for_the_permission_and_filters_on_the_upload_prefix(
+    stack: Evaluation,
+) -> None:
+    notifications = stack.of_type(NOTIFICATION)
+    assert len(notifications) == 1, "a second notification would overwrite the first"
+    notification = notifications[0]
+    permission = stack.one(PERMISSION)
+    assert permission.urn in notification.dependencies
+    bucket = stack.one(BUCKET)
+    assert notification.inputs["bucket"] == bucket.outputs["id"]
+    (target,) = notification.inputs["lambdaFunctions"]
+    assert target["lambdaFunctionArn"] == stack.one(FUNCTION).outputs["arn"]
+    assert target["events"] == ["s3:ObjectCreated:*"]
+    assert target["filterPrefix"] == config(stack, "uploadPrefix")
+
+
+def test_only_s3_from_this_bucket_and_account_may_invoke_the_runner(stack: Evaluation) -> None:
+    permission = stack.one(PERMISSION).inputs
+    assert permission["principal"] == "s3.amazonaws.com"
+    assert permission["action"] == "lambda:InvokeFunction"
+    assert permission["sourceArn"] == stack.one(BUCKET).outputs["arn"]
+    assert permission["sourceAccount"] == ACCOUNT_ID
+    assert permission["function"] == stack.one(FUNCTION).outputs["name"]
+
+
+def test_the_image_is_built_for_the_platform_the_task_runs_on(stack: Evaluation) -> None:
+    image = stack.one("docker:index/image:Image").inputs
+    platform = stack.one(TASK_DEFINITION).inputs["runtimePlatform"]
+    expected = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}[platform["cpuArchitecture"]]
+    assert image["build"]["platform"] == expected
+    assert platform["cpuArchitecture"] == config(stack, "cpuArchitecture")
+    assert platform["operatingSystemFamily"] == "LINUX"
+    assert image["build"]["context"] == "task"
+
+
+def test_the_task_definition_pins_the_pushed_image_by_digest(stack: Evaluation) -> None:
+    image = stack.one("docker:index/image:Image")
+    assert "@sha256:" in container(stack)["image"]
+    assert container(stack)["image"] == image.outputs["repoDigest"]
+    repository = stack.one("aws:ecr/repository:Repository")
+    assert image.inputs["registry"]["server"] == repository.outputs["repositoryUrl"]
+    assert image.inputs["imageName"].startswith(repository.outputs["repositoryUrl"] + ":")
+
+
+def test_the_task_definition_has_the_configured_size_logs_and_roles(stack: Evaluation) -> None:
+    task = stack.one(TASK_DEFINITION).inputs
+    assert int(task["cpu"]) == int(config(stack, "taskCpu"))
+    assert int(task["memory"]) == int(config(stack, "taskMemory"))
+    assert int(task["memory"]) in FARGATE_MEMORY_BY_CPU[int(task["cpu"])]
+    assert task["requiresCompatibilities"] == ["FARGATE"]
+    assert task["networkMode"] == "awsvpc"
+
+    roles = {r.name: r.outputs["arn"] for r in stack.of_type("aws:iam/role:Role")}
+    assert task["executionRoleArn"] != task["taskRoleArn"]
+    assert task["executionRoleArn"] in roles.values()
+    assert task["taskRoleArn"] in roles.values()
+
+    job = container(stack)
+    log_group = next(g for g in stack.of_type(LOG_GROUP) if g.outputs["name"].endswith("/jobs"))
+    assert job["logConfiguration"]["logDriver"] == "awslogs"
+    assert job["logConfiguration"]["options"]["awslogs-group"] == log_group.outputs["name"]
+    assert stack.outputs["logGroupName"] == log_group.outputs["name"]
+    assert job["essential"] is True
+    assert job["readonlyRootFilesystem"] is True
+    assert job["privileged"] is False
+    assert not job["user"].startswith(("0", "root"))
+    scratch = {v["name"] for v in task["volumes"]}
+    assert {m["sourceVolume"] for m in job["mountPoints"]} <= scratch
+    env = {e["name"]: e["value"] for e in job["environment"]}
+    assert env["RESULT_PREFIX"] == config(stack, "resultPrefix")
+    assert env["TMPDIR"] in {m["containerPath"] for m in job["mountPoints"]}
+
+
+def test_prod_sets_ephemeral_storage_and_dev_keeps_the_default(
+    dev: Evaluation, prod: Evaluation
+) -> None:
+    assert "ephemeralStorage" not in dev.one(TASK_DEFINITION).inputs
+    assert prod.one(TASK_DEFINITION).inputs["ephemeralStorage"]["sizeInGib"] == int(
+        config(prod, "ephemeralStorageGiB")
+    )
+
+
+def test_the_runner_environment_carries_the_whole_contract(stack: Evaluation) -> None:
+    env = runner_environment(stack)
+    assert set(env) == CONTRACT_VARIABLES
+    assert env["CLUSTER_ARN"] == stack.outputs["clusterArn"]
+    assert env["TASK_DEFINITION_ARN"] == stack.outputs["taskDefinitionArn"]
+    assert env["CONTAINER_NAME"] == container(stack)["name"]
+    assert env["CAPACITY_PROVIDER"] == config(stack, "capacityProvider")
+    assert env["RESULT_PREFIX"] == config(stack, "resultPrefix")
+    security_group = stack.one("aws:ec2/securityGroup:SecurityGroup").outputs["id"]
+    assert env["SECURITY_GROUPS"] == security_group
+    vpc = stack.one(VPC).outputs
+    subnets = vpc["publicSubnetIds"] or vpc["isolatedSubnetIds"]
+    assert env["SUBNETS"].split(",") == subnets
+
+
+def test_the_runner_is_python_313_on_arm64_with_explicit_limits_and_json_logs(
+    stack: Evaluation,
+) -> None:
+    fn = stack.one(FUNCTION).inputs
+    assert fn["runtime"] == "python3.13"
+    assert fn["architectures"] == ["arm64"]
+    assert fn["handler"] == "handler.handler"
+    assert 128 <= fn["memorySize"] <= 1024
+    assert 30 <= fn["timeout"] <= 900
+    assert fn["loggingConfig"]["logFormat"] == "JSON"
+    runner_logs = next(g for g in stack.of_type(LOG_GROUP) if g.outputs["name"].endswith("/runner"))
+    assert fn["loggingConfig"]["logGroup"] == runner_logs.outputs["name"]
+
+
+def test_dev_tasks_get_a_public_ip_and_prod_tasks_do_not(dev: Evaluation, prod: Evaluation) -> None:
+    assert runner_environment(dev)["ASSIGN_PUBLIC_IP"] == "ENABLED"
+    assert runner_environment(prod)["ASSIGN_PUBLIC_IP"] == "DISABLED"
+    dev_vpc = dev.one(VPC).inputs
+    prod_vpc = prod.one(VPC).inputs
+    assert [s["type"] for s in dev_vpc["subnetSpecs"]] == ["Public"]
+    assert [s["type"] for s in prod_vpc["subnetSpecs"]] == ["Isolated"]
+    for vpc in (dev_vpc, prod_vpc):
+        assert vpc["natGateways"]["strategy"] == "None"
+
+
+def test_prod_reaches_s3_ecr_and_logs_through_four_vpc_endpoints(prod: Evaluation) -> None:
+    vpc = prod.one(VPC).inputs
+    endpoints = {e["serviceName"].rsplit(".", 1)[-1]: e for e in vpc["vpcEndpointSpecs"]}
+    by_service = {e["serviceName"]: e for e in vpc["vpcEndpointSpecs"]}
+    assert len(by_service) == 4
+    assert endpoints["s3"]["vpcEndpointType"] == "Gateway"
+    interface = [name for name in by_service if not name.endswith(".s3")]
+    assert sorted(n.split(".", 3)[-1] for n in interface) == ["ecr.api", "ecr.dkr", "logs"]
+    for name in interface:
+        assert by_service[name]["vpcEndpointType"] == "Interface"
+        assert by_service[name]["privateDnsEnabled"] is True
+    assert vpc["vpcEndpointStrategy"] == "Auto"
+    assert vpc["enableDnsHostnames"] is True
+
+
+def test_dev_pays_for_no_endpoints(dev: Evaluation) -> None:
+    assert not dev.one(VPC).inputs.get("vpcEndpointSpecs")
+
+
+def test_the_task_security_group_admits_nothing(stack: Evaluation) -> None:
+    group = stack.one("aws:ec2/securityGroup:SecurityGroup").inputs
+    assert not group.get("ingress")
+    assert not stack.of_type("aws:ec2/securityGroupRule:SecurityGroupRule")
+    assert not stack.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert [(e["fromPort"], e["toPort"]) for e in group["egress"]] == [(443, 443)]
+
+
+def test_every_log_group_has_the_configured_retention(stack: Evaluation) -> None:
+    groups = stack.of_type(LOG_GROUP)
+    assert len(groups) == 2
+    for group in groups:
+        assert group.inputs["retentionInDays"] == int(config(stack, "logRetentionDays"))
+
+
+def test_the_bucket_is_private_encrypted_and_denies_plain_http(stack: Evaluation) -> None:
+    bucket = stack.one(BUCKET).outputs
+    block = stack.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    for flag in (
+        "blockPublicAcls",
+        "blockPublicPolicy",
+        "ignorePublicAcls",
+        "restrictPublicBuckets",
+    ):
+        assert block[flag] is True, flag
+    ownership = stack.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs
+    assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    sse = stack.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs
+    assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in {
+        "AES256",
+        "aws:kms",
+    }
+    policy = as_json(stack.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    (deny,) = policy["Statement"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == "*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert set(deny["Resource"]) == {bucket["arn"], bucket["arn"] + "/*"}
+
+
+def test_versioning_force_destroy_and_protect_follow_the_stack(
+    dev: Evaluation, prod: Evaluation
+) -> None:
+    assert dev.one(BUCKET).inputs["forceDestroy"] is True
+    assert dev.one(BUCKET).protect is False
+    assert not dev.of_type("aws:s3/bucketVersioning:BucketVersioning")
+    assert prod.one(BUCKET).inputs["forceDestroy"] is False
+    assert prod.one(BUCKET).protect is True
+    assert prod.one("aws:sqs/queue:Queue").protect is True
+    versioning = prod.one("aws:s3/bucketVersioning:BucketVersioning").inputs
+    assert versioning["versioningConfiguration"]["status"] == "Enabled"
+
+
+def test_the_dead_letter_queue_is_the_encrypted_on_failure_destination(
+    stack: Evaluation,
+) -> None:
+    queue = stack.one("aws:sqs/queue:Queue")
+    assert queue.inputs["sqsManagedSseEnabled"] is True
+    assert queue.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+    invoke = stack.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
+    assert invoke["functionName"] == stack.one(FUNCTION).outputs["name"]
+    assert invoke["maximumRetryAttempts"] == 2
+    assert invoke["maximumEventAgeInSeconds"] == int(config(stack, "maxEventAgeSeconds"))
+    assert invoke["destinationConfig"]["onFailure"]["destination"] == queue.outputs["arn"]
+    assert stack.outputs["deadLetterQueueUrl"] == queue.outputs["url"]
+
+
+def test_the_cluster_offers_both_fargate_providers_and_insights_per_stack(
+    dev: Evaluation, prod: Evaluation
+) -> None:
+    for stack, insights in ((dev, "disabled"), (prod, "enabled")):
+        cluster = stack.one("aws:ecs/cluster:Cluster").inputs
+        assert cluster["settings"] == [{"name": "containerInsights", "value": insights}]
+        providers = stack.one("aws:ecs/clusterCapacityProviders:ClusterCapacityProviders").inputs
+        assert sorted(providers["capacityProviders"]) == ["FARGATE", "FARGATE_SPOT"]
+
+
+def test_the_repository_scans_on_push_and_keeps_the_last_images(stack: Evaluation) -> None:
+    repository = stack.one("aws:ecr/repository:Repository").inputs
+    assert repository["imageScanningConfiguration"]["scanOnPush"] is True
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    lifecycle = as_json(stack.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])
+    (rule,) = lifecycle["rules"]
+    assert rule["selection"]["countType"] == "imageCountMoreThan"
+    assert rule["selection"]["countNumber"] == int(config(stack, "keepImages"))
+
+
+TAGGABLE = {
+    BUCKET,
+    FUNCTION,
+    TASK_DEFINITION,
+    LOG_GROUP,
+    VPC,
+    "aws:sqs/queue:Queue",
+    "aws:iam/role:Role",
+    "aws:ecs/cluster:Cluster",
+    "aws:ecr/repository:Repository",
+    "aws:ec2/securityGroup:SecurityGroup",
+}
+
+
+def test_every_taggable_resource_carries_the_stack_tags(stack: Evaluation) -> None:
+    configured = dict(item.split("=", 1) for item in as_json(config(stack, "tags")))
+    expected = {"project": "s3-fargate-jobs", "stack": stack.stack, **configured}
+    seen = 0
+    for resource in stack:
+        if resource.type in TAGGABLE:
+            seen += 1
+            assert resource.inputs.get("tags") == expected, resource.name
+    assert seen >= len(TAGGABLE)
+
+
+def test_every_child_is_parented_to_a_component_and_named_after_it(stack: Evaluation) -> None:
+    components = {r.urn: r for r in stack if r.type.startswith("s3fargatejobs:index:")}
+    assert len(components) == 6
+    for resource in stack:
+        if resource.type.startswith("s3fargatejobs:index:"):
+            continue
+        assert resource.parent in components, resource.name
+        assert resource.name.startswith(components[resource.parent].name), resource.name
+
+
+def test_nothing_region_or_account_specific_is_written_into_the_program() -> None:
+    sources = [PROJECT_DIR / "__main__.py", *sorted((PROJECT_DIR / "infra").glob("*.py"))]
+    for source in sources:
+        text = source.read_text()
+        for literal in ("us-east-1", "eu-west-1", ACCOUNT_ID, "arn:aws:", "com.amazonaws."):
+            assert literal not in text, f"{source.name} contains {literal}"
+
+
+@pytest.mark.parametrize("suffixes", [[".csv"], [".csv", ".tsv"]])
+def test_upload_suffixes_become_one_filter_each_with_the_prefix(suffixes: list[str]) -> None:
+    stack = evaluate("dev", {"uploadSuffixes": suffixes})
+    targets = stack.one(NOTIFICATION).inputs["lambdaFunctions"]
+    assert [t["filterSuffix"] for t in targets] == suffixes
+    assert {t["filterPrefix"] for t in targets} == {"uploads/"}
+
+
+def test_an_existing_network_is_used_instead_of_a_new_vpc() -> None:
+    stack = evaluate("prod", {"vpcId": "vpc-0abc", "subnetIds": ["subnet-1", "subnet-2"]})
+    assert not stack.of_type(VPC)
+    assert stack.one("aws:ec2/securityGroup:SecurityGroup").inputs["vpcId"] == "vpc-0abc"
+    assert runner_environment(stack)["SUBNETS"] == "subnet-1,subnet-2"
