@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ _DUMMY_ENV = {
 @contextmanager
 def running_emulator() -> Iterator[str]:
     """Start moto on 127.0.0.1 (port chosen by the OS), yield its URL, always stop it."""
+    # The server logs every request through werkzeug; a person watching the demo needs none.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

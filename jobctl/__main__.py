@@ -1,0 +1,75 @@
+"""python -m jobctl: operator commands for s3-fargate-jobs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobctl import demo
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m jobctl", description="Operator commands for s3-fargate-jobs."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "demo",
+        help="run the whole pipeline locally on an embedded AWS emulator",
+        description=(
+            "Run the whole pipeline on this machine: start an embedded AWS emulator (moto on "
+            "127.0.0.1), provision it from the Pulumi program's declarations for --stack, upload "
+            "the files, hand the emulator's S3 events to the real runner handler and run every "
+            "task it starts as `python -m task`. Exits 0 only when every upload produced a "
+            "successful task and its result."
+        ),
+    )
+    run.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        help="files to upload under the stack's uploadPrefix (default: a generated sample)",
+    )
+    run.add_argument(
+        "--stack",
+        default="dev",
+        help="take the configuration from Pulumi.<STACK>.yaml (default: dev)",
+    )
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--watch",
+        type=Path,
+        metavar="FOLDER",
+        help="keep the emulator running and process every file dropped into FOLDER until Ctrl-C",
+    )
+    mode.add_argument(
+        "--stdin",
+        action="store_true",
+        help="keep the emulator running and process each path read from stdin until EOF/Ctrl-C",
+    )
+    run.add_argument(
+        "--docker",
+        action="store_true",
+        help="build task/Dockerfile and run the real image (needs a Docker engine)",
+    )
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "demo":
+        return demo.run(
+            files=args.files,
+            stack=args.stack,
+            docker=args.docker,
+            watch=args.watch,
+            stdin=args.stdin,
+            say=lambda line: print(line, flush=True),
+        )
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

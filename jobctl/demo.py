@@ -1,0 +1,633 @@
+"""The whole pipeline on this machine: S3 upload -> event -> runner -> task -> result.
+
+Nothing here is a second copy of the infrastructure: the emulator is provisioned from what the
+Pulumi program declares for the chosen stack (evaluated offline), the real runner handler turns
+the emulator's own S3 events into RunTask calls, and each started task runs `python -m task`
+(or the real image, with --docker) with exactly the overrides the runner sent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from jobctl.emulator import emulator_environment, point_at_emulator, running_emulator
+from jobctl.evaluate import PROJECT_DIR, Evaluation, ProgramError, evaluate
+
+TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
+EVENT_WAIT_SECONDS = 15.0  # the emulator delivers within milliseconds; this bounds a stuck run
+TASK_TIMEOUT_SECONDS = 30 * 60
+DOCKER_IMAGE = "s3-fargate-jobs-task:local"
+
+Printer = Callable[[str], None]
+
+
+class DemoError(Exception):
+    """A step of the pipeline failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the emulator holds after provisioning, all of it taken from the program."""
+
+    bucket: str
+    upload_prefix: str
+    result_prefix: str
+    queue_url: str
+    cluster_arn: str
+    task_definition_arn: str
+    container_name: str
+    runner_env: Mapping[str, str]
+    container_env: Mapping[str, str]
+    platform: str
+
+
+@dataclass
+class Outcome:
+    """One upload's path through the pipeline."""
+
+    key: str
+    size: int
+    uploaded_at: float
+    event_after: float | None = None
+    task_arn: str | None = None
+    exit_code: int | None = None
+    task_seconds: float | None = None
+    result_key: str | None = None
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and self.exit_code == 0 and self.result is not None
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# --- provisioning -----------------------------------------------------------------------------
+
+
+def _declared(evaluation: Evaluation, type_: str) -> dict[str, Any]:
+    return dict(evaluation.one(type_).inputs)
+
+
+def _notification_rules(evaluation: Evaluation) -> list[dict[str, Any]]:
+    targets = _declared(evaluation, "aws:s3/bucketNotification:BucketNotification")
+    return [
+        {
+            "events": target["events"],
+            "rules": [
+                {"Name": name, "Value": target[field_name]}
+                for name, field_name in (("prefix", "filterPrefix"), ("suffix", "filterSuffix"))
+                if target.get(field_name)
+            ],
+        }
+        for target in targets["lambdaFunctions"]
+    ]
+
+
+def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
+    """Create in the emulator what the program declares, and check the names match."""
+    s3 = boto3.client("s3")
+    sqs = boto3.client("sqs")
+    ecs = boto3.client("ecs")
+    ec2 = boto3.client("ec2")
+    outputs = evaluation.outputs
+    bucket = outputs["bucketName"]
+    s3.create_bucket(Bucket=bucket)
+    if evaluation.of_type("aws:s3/bucketVersioning:BucketVersioning"):
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    # The emulator cannot invoke a Lambda without Docker, so the same notification filter
+    # delivers to a queue, and this process hands each event to the real handler.
+    queue_url = sqs.create_queue(QueueName=f"{bucket}-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    queue_configurations: list[Any] = [
+        {
+            "QueueArn": queue_arn,
+            "Events": rule["events"],
+            **({"Filter": {"Key": {"FilterRules": rule["rules"]}}} if rule["rules"] else {}),
+        }
+        for rule in _notification_rules(evaluation)
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": queue_configurations}
+    )
+
+    declared_env: dict[str, str] = dict(
+        _declared(evaluation, "aws:lambda/function:Function")["environment"]["variables"]
+    )
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
+    subnets = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{index}.0/24")["Subnet"]["SubnetId"]
+        for index, _ in enumerate(declared_env["SUBNETS"].split(","))
+    ]
+    group = ec2.create_security_group(
+        GroupName="tasks", Description="Fargate jobs: no inbound", VpcId=vpc_id
+    )["GroupId"]
+
+    cluster = evaluation.one("aws:ecs/cluster:Cluster").outputs["name"]
+    cluster_arn = ecs.create_cluster(clusterName=cluster)["cluster"]["clusterArn"]
+    task = _declared(evaluation, "aws:ecs/taskDefinition:TaskDefinition")
+    containers = json.loads(task["containerDefinitions"])
+    registration: dict[str, Any] = {
+        "family": task["family"],
+        "containerDefinitions": containers,
+        "cpu": task["cpu"],
+        "memory": task["memory"],
+        "networkMode": task["networkMode"],
+        "requiresCompatibilities": task["requiresCompatibilities"],
+        "executionRoleArn": task["executionRoleArn"],
+        "taskRoleArn": task["taskRoleArn"],
+        "runtimePlatform": task["runtimePlatform"],
+        "volumes": [{"name": v["name"]} for v in task.get("volumes", [])],
+    }
+    if task.get("ephemeralStorage"):
+        registration["ephemeralStorage"] = {"sizeInGiB": task["ephemeralStorage"]["sizeInGib"]}
+    task_definition_arn = ecs.register_task_definition(**registration)["taskDefinition"][
+        "taskDefinitionArn"
+    ]
+    for what, declared, actual in (
+        ("cluster", outputs["clusterArn"], cluster_arn),
+        ("task definition", outputs["taskDefinitionArn"], task_definition_arn),
+    ):
+        if declared != actual:
+            raise DemoError(
+                f"provisioning: the emulator's {what} is {actual}, but the program declares "
+                f"{declared}; the demo would not test what the stack deploys"
+            )
+
+    # Ids of network resources are the emulator's own; everything else is as declared.
+    runner_env = {**declared_env, "SUBNETS": ",".join(subnets), "SECURITY_GROUPS": group}
+    (container,) = containers
+    container_env = {e["name"]: e["value"] for e in container.get("environment", [])}
+    container_env["TMPDIR"] = str(scratch_dir)  # the writable scratch volume, here a temp dir
+    architecture = task["runtimePlatform"]["cpuArchitecture"]
+    return Pipeline(
+        bucket=bucket,
+        upload_prefix=outputs["uploadPrefix"],
+        result_prefix=outputs["resultPrefix"],
+        queue_url=queue_url,
+        cluster_arn=cluster_arn,
+        task_definition_arn=task_definition_arn,
+        container_name=container["name"],
+        runner_env=runner_env,
+        container_env=container_env,
+        platform={"X86_64": "linux/amd64", "ARM64": "linux/arm64"}[architecture],
+    )
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+
+def load_runner(env: Mapping[str, str]) -> Callable[[Any, Any], Any]:
+    """Import the real handler with the Lambda's declared environment (it reads it at import)."""
+    os.environ.update(env)
+    if str(TASKRUNNER_DIR) not in sys.path:
+        sys.path.insert(0, str(TASKRUNNER_DIR))
+    module: ModuleType
+    if "handler" in sys.modules:
+        module = importlib.reload(sys.modules["handler"])
+    else:
+        module = importlib.import_module("handler")
+    runner: Callable[[Any, Any], Any] = module.handler
+    return runner
+
+
+def receive_events(queue_url: str, wanted: int, deadline: float) -> Iterator[dict[str, Any]]:
+    """S3 events from the notification queue, until `wanted` upload events arrived or time is up."""
+    sqs = boto3.client("sqs")
+    received = 0
+    while received < wanted and time.monotonic() < deadline:
+        wait = max(0, min(1, int(deadline - time.monotonic())))
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait
+        ).get("Messages", [])
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            event = json.loads(message["Body"])
+            if event.get("Event") == "s3:TestEvent":
+                continue  # sent once when the notification is configured
+            received += len(event.get("Records", []))
+            yield event
+
+
+# --- the task -------------------------------------------------------------------------------------
+
+
+def task_command(pipeline: Pipeline, env: Mapping[str, str], docker: bool) -> list[str]:
+    if not docker:
+        return [sys.executable, "-m", "task"]
+    command = [
+        "docker", "run", "--rm", "--network", "host", "--read-only",
+        "--tmpfs", f"{pipeline.container_env['TMPDIR']}:rw", "--user", "1000:1000",
+        "--platform", pipeline.platform,
+    ]  # fmt: skip
+    for name in env:
+        command += ["-e", name]  # values come from the environment, not the command line
+    return [*command, DOCKER_IMAGE]
+
+
+def build_image(pipeline: Pipeline, say: Printer) -> None:
+    if shutil.which("docker") is None or (
+        subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0
+    ):
+        raise DemoError("--docker needs a running Docker engine; `docker info` failed")
+    say(f"building the task image for {pipeline.platform} …")
+    subprocess.run(
+        ["docker", "build", "--platform", pipeline.platform, "-t", DOCKER_IMAGE, "task"],
+        cwd=PROJECT_DIR,
+        check=True,
+    )
+
+
+def run_task(
+    pipeline: Pipeline, task_arn: str, *, endpoint: str, docker: bool, say: Printer
+) -> tuple[int, float, list[str]]:
+    """Run the task the runner started, with exactly its overrides; mark it stopped."""
+    ecs = boto3.client("ecs")
+    described = ecs.describe_tasks(cluster=pipeline.cluster_arn, tasks=[task_arn])["tasks"][0]
+    overrides = {
+        item["name"]: item["value"]
+        for container in described.get("overrides", {}).get("containerOverrides", [])
+        if container.get("name") == pipeline.container_name
+        for item in container.get("environment", [])
+    }
+    task_env = {**pipeline.container_env, **overrides}
+    env = emulator_environment(endpoint, {**os.environ, **task_env})
+    started = time.monotonic()
+    process = subprocess.Popen(
+        task_command(pipeline, {**task_env, **emulator_environment(endpoint, {})}, docker),
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    lines: list[str] = []
+    ticker = _Ticker(say, started)
+    ticker.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            ticker.show(_describe_log_line(line))
+        exit_code = process.wait(timeout=TASK_TIMEOUT_SECONDS)
+    finally:
+        ticker.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    seconds = time.monotonic() - started
+    ecs.stop_task(
+        cluster=pipeline.cluster_arn,
+        task=task_arn,
+        reason=f"Essential container in task exited (exit code {exit_code})",
+    )
+    return exit_code, seconds, lines
+
+
+def _describe_log_line(line: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return line.strip()
+    if not isinstance(record, dict):
+        return line.strip()
+    what = record.get("event") or record.get("message") or record.get("msg") or ""
+    details = ", ".join(
+        f"{k}={v}"
+        for k, v in record.items()
+        if k not in {"event", "message", "msg", "timestamp", "time", "level", "bucket", "key"}
+        and not isinstance(v, (dict, list))
+    )
+    return f"{what} {details}".strip()
+
+
+class _Ticker:
+    """A live line while a task runs: elapsed time and the task's latest log line."""
+
+    def __init__(self, say: Printer, started: float) -> None:
+        self._say = say
+        self._started = started
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def show(self, text: str) -> None:
+        with self._lock:
+            self._say(f"           │ {text}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            with self._lock:
+                self._say(f"           │ … running for {time.monotonic() - self._started:.0f} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def upload(pipeline: Pipeline, path: Path) -> Outcome:
+    key = pipeline.upload_prefix + path.name
+    size = path.stat().st_size
+    boto3.client("s3").upload_file(str(path), pipeline.bucket, key)
+    return Outcome(key=key, size=size, uploaded_at=time.monotonic())
+
+
+def fetch_result(pipeline: Pipeline, outcome: Outcome) -> None:
+    s3 = boto3.client("s3")
+    outcome.result_key = f"{pipeline.result_prefix}{outcome.key}.json"
+    try:
+        body = s3.get_object(Bucket=pipeline.bucket, Key=outcome.result_key)["Body"].read()
+    except ClientError as error:
+        if outcome.failure is None:
+            outcome.failure = (
+                f"result: s3://{pipeline.bucket}/{outcome.result_key} is missing "
+                f"({error.response['Error']['Code']})"
+            )
+        return
+    outcome.result = json.loads(body)
+
+
+def process_batch(
+    pipeline: Pipeline,
+    runner: Callable[[Any, Any], Any],
+    paths: Iterable[Path],
+    *,
+    endpoint: str,
+    docker: bool,
+    say: Printer,
+) -> list[Outcome]:
+    """Upload the files, hand the emulator's events to the runner, run the tasks it started."""
+    outcomes: dict[str, Outcome] = {}
+    for path in paths:
+        outcome = upload(pipeline, path)
+        outcomes[outcome.key] = outcome
+        say(f"upload   s3://{pipeline.bucket}/{outcome.key} ({human_size(outcome.size)})")
+    started = dispatch_events(pipeline, runner, outcomes, say)
+    for key, task_arn in started.items():
+        outcome = outcomes.setdefault(key, Outcome(key=key, size=0, uploaded_at=time.monotonic()))
+        complete_task(pipeline, outcome, task_arn, endpoint=endpoint, docker=docker, say=say)
+    return list(outcomes.values())
+
+
+def dispatch_events(
+    pipeline: Pipeline,
+    runner: Callable[[Any, Any], Any],
+    outcomes: dict[str, Outcome],
+    say: Printer,
+) -> dict[str, str]:
+    """Hand each S3 event to the runner as Lambda would; returns key -> started task ARN."""
+    started: dict[str, str] = {}
+    deadline = time.monotonic() + EVENT_WAIT_SECONDS
+    for event in receive_events(pipeline.queue_url, len(outcomes), deadline):
+        names = ", ".join(r.get("eventName", "?") for r in event.get("Records", []))
+        say(f"event    {names} → runner")
+        try:
+            summary = runner(event, None)
+        except Exception as error:  # Lambda would retry it, then dead-letter it
+            say(f"runner   raised: {error}")
+            for key, outcome in outcomes.items():
+                if outcome.task_arn is None and key in str(error):
+                    outcome.failure = f"runner: {error}"
+            continue
+        for key, reason in summary.get("skipped", {}).items():
+            say(f"runner   skipped {key}: {reason}")
+            if key in outcomes:
+                outcomes[key].failure = f"runner skipped it: {reason}"
+        for key, task_arn in summary.get("started", {}).items():
+            if key in outcomes:
+                outcomes[key].event_after = time.monotonic() - outcomes[key].uploaded_at
+                outcomes[key].task_arn = task_arn
+            started[key] = task_arn
+    for outcome in outcomes.values():
+        if outcome.task_arn is None and outcome.failure is None:
+            outcome.failure = f"event: no task was started for it within {EVENT_WAIT_SECONDS:.0f} s"
+    return started
+
+
+def complete_task(
+    pipeline: Pipeline,
+    outcome: Outcome,
+    task_arn: str,
+    *,
+    endpoint: str,
+    docker: bool,
+    say: Printer,
+) -> None:
+    say(f"task     {task_arn}")
+    say(f"           S3_KEY={outcome.key}")
+    outcome.exit_code, outcome.task_seconds, outcome.log = run_task(
+        pipeline, task_arn, endpoint=endpoint, docker=docker, say=say
+    )
+    say(f"exit     {outcome.exit_code} after {outcome.task_seconds:.2f} s")
+    if outcome.exit_code != 0:
+        last = outcome.log[-1] if outcome.log else "(no output)"
+        outcome.failure = f"task: exited with code {outcome.exit_code}: {last}"
+    fetch_result(pipeline, outcome)
+    if outcome.result is not None:
+        say(f"result   s3://{pipeline.bucket}/{outcome.result_key}")
+        say(_indent(json.dumps(outcome.result, indent=2, ensure_ascii=False)))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("           " + line for line in text.splitlines())
+
+
+def results_triggered_nothing(pipeline: Pipeline) -> int:
+    """Events seen for keys under the result prefix (there must be none)."""
+    triggered = 0
+    for event in receive_events(pipeline.queue_url, 1, time.monotonic() + 1.5):
+        for record in event.get("Records", []):
+            key = record.get("s3", {}).get("object", {}).get("key", "")
+            if key.startswith(pipeline.result_prefix.replace("/", "%2F")) or key.startswith(
+                pipeline.result_prefix
+            ):
+                triggered += 1
+    return triggered
+
+
+def sample_files(directory: Path) -> list[Path]:
+    """A small generated sample: text with many lines, a name with spaces and unicode, binary."""
+    csv = directory / "quarterly report 2026.csv"
+    csv.write_text(
+        "region,month,revenue\n"
+        + "".join(f"r{i % 7},{1 + i % 12},{i * 37 % 1000}\n" for i in range(5000)),
+        encoding="utf-8",
+    )
+    notes = directory / "notes - café ünïcode 🚀.txt"
+    notes.write_text("Files with spaces and unicode in their names work too.\n" * 20, "utf-8")
+    blob = directory / "sensor-dump.bin"
+    blob.write_bytes(os.urandom(3 * 1024 * 1024))
+    return [csv, notes, blob]
+
+
+def summarise(outcomes: list[Outcome], say: Printer) -> int:
+    failed = [o for o in outcomes if not o.ok]
+    ok = len(outcomes) - len(failed)
+    say("")
+    say(f"{ok} of {len(outcomes)} uploads processed successfully")
+    for outcome in failed:
+        say(f"FAILED   {outcome.key}: {outcome.failure or 'no result'}")
+    return 0 if not failed and outcomes else 1
+
+
+def watch_paths(folder: Path | None, stdin: bool) -> Iterator[list[Path]]:
+    """New files dropped into `folder` (once their size is stable), or paths read from stdin."""
+    if stdin:
+        for line in sys.stdin:
+            if line.strip():
+                yield [Path(line.strip()).expanduser()]
+        return
+    assert folder is not None
+    seen: dict[Path, tuple[float, int]] = {}
+    pending: dict[Path, int] = {}
+    while True:
+        ready = []
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            stat = path.stat()
+            signature = (stat.st_mtime, stat.st_size)
+            if seen.get(path) == signature:
+                continue
+            if pending.get(path) == stat.st_size:  # unchanged for one poll: finished writing
+                seen[path] = signature
+                del pending[path]
+                ready.append(path)
+            else:
+                pending[path] = stat.st_size
+        if ready:
+            yield ready
+        time.sleep(1.0)
+
+
+def run(
+    files: list[Path],
+    *,
+    stack: str = "dev",
+    docker: bool = False,
+    watch: Path | None = None,
+    stdin: bool = False,
+    say: Printer = print,
+) -> int:
+    """The demo; returns the process exit code."""
+    for path in files:
+        if not path.is_file():
+            say(f"error: {path} is not a file; name files to upload, or none for a sample")
+            return 2
+    if watch is not None and not watch.is_dir():
+        say(f"error: --watch {watch} is not a folder")
+        return 2
+    try:
+        evaluation = evaluate(stack)
+    except (ProgramError, ValueError) as error:
+        say(f"error: the Pulumi program failed for stack {stack!r}: {error}")
+        return 2
+
+    saved_env = dict(os.environ)
+    with running_emulator() as endpoint, tempfile.TemporaryDirectory() as scratch:
+        point_at_emulator(os.environ, endpoint)
+        try:
+            say(f"emulator   {endpoint} (moto), stack {stack!r} evaluated offline")
+            pipeline = provision(evaluation, Path(scratch))
+            say(
+                f"provision  bucket {pipeline.bucket}, trigger on {pipeline.upload_prefix!r}, "
+                f"results under {pipeline.result_prefix!r}"
+            )
+            say(f"           cluster {pipeline.cluster_arn}")
+            say(f"           task definition {pipeline.task_definition_arn}")
+            if docker:
+                build_image(pipeline, say)
+            runner = load_runner(pipeline.runner_env)
+            say("")
+            if watch is not None or stdin:
+                return _watch(
+                    pipeline,
+                    runner,
+                    endpoint=endpoint,
+                    docker=docker,
+                    folder=watch,
+                    stdin=stdin,
+                    say=say,
+                )
+            if not files:
+                files = sample_files(Path(scratch))
+                say(f"no files given: uploading a generated sample of {len(files)} files")
+            outcomes = process_batch(
+                pipeline, runner, files, endpoint=endpoint, docker=docker, say=say
+            )
+            triggered = results_triggered_nothing(pipeline)
+            if triggered:
+                for outcome in outcomes:
+                    outcome.failure = outcome.failure or "a result object started another run"
+            say(
+                f"loop     results under {pipeline.result_prefix!r} started {triggered} runs "
+                "(the upload filter excludes them)"
+            )
+            return summarise(outcomes, say)
+        except DemoError as error:
+            say(f"error: {error}")
+            return 1
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+
+def _watch(
+    pipeline: Pipeline,
+    runner: Callable[[Any, Any], Any],
+    *,
+    endpoint: str,
+    docker: bool,
+    folder: Path | None,
+    stdin: bool,
+    say: Printer,
+) -> int:
+    source = "paths from stdin" if stdin else f"new files in {folder}"
+    say(f"watching {source}; Ctrl-C to stop (the emulator stays up at {endpoint})")
+    outcomes: list[Outcome] = []
+    try:
+        for batch in watch_paths(folder, stdin):
+            existing = [p for p in batch if p.is_file()]
+            for missing in set(batch) - set(existing):
+                say(f"skipped  {missing}: not a file")
+            if existing:
+                outcomes += process_batch(
+                    pipeline, runner, existing, endpoint=endpoint, docker=docker, say=say
+                )
+    except KeyboardInterrupt:
+        say("stopped")
+    return summarise(outcomes, say) if outcomes else 0
