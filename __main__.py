@@ -12,6 +12,7 @@ from infra.cluster import JobCluster
 from infra.config import load_settings
 from infra.image import TaskImage
 from infra.job import CONTAINER_NAME, JobDefinition
+from infra.monitoring import FailureMonitoring
 from infra.network import Network
 from infra.runner import JobTarget, TaskRunner
 from infra.storage import UploadBucket
@@ -50,6 +51,15 @@ runner = TaskRunner(
         security_group_id=network.security_group_id,
     ),
 )
+monitoring = FailureMonitoring(
+    f"{prefix}-monitoring",
+    settings,
+    context,
+    cluster_arn=cluster.cluster.arn,
+    runner_function_name=runner.function.name,
+    runner_dead_letter_queue=runner.dead_letter_queue,
+    job_log_group_name=job.log_group.name,
+)
 
 pulumi.export("bucketName", uploads.bucket.bucket)
 pulumi.export("uploadPrefix", settings.upload_prefix)
@@ -60,3 +70,5 @@ pulumi.export("taskRunnerFunctionName", runner.function.name)
 pulumi.export("logGroupName", job.log_group.name)
 pulumi.export("deadLetterQueueUrl", runner.dead_letter_queue.url)
 pulumi.export("repositoryUrl", image.repository.repository_url)
+pulumi.export("failedJobsQueueUrl", monitoring.failed_jobs_queue.url)
+pulumi.export("alertTopicArn", monitoring.alert_topic.arn)

@@ -48,6 +48,7 @@ LOG_RETENTION_DAYS: tuple[int, ...] = (
 EPHEMERAL_STORAGE_GIB = (21, 200)
 MAX_EVENT_AGE_SECONDS = (60, 21600)  # Lambda's bounds for asynchronous event age
 KEEP_IMAGES = (1, 1000)
+TASK_TIMEOUT_MINUTES = (1, 43200)  # up to 30 days; 0 means no limit
 
 # Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
 CONFIG_KEYS: tuple[str, ...] = (
@@ -70,6 +71,8 @@ CONFIG_KEYS: tuple[str, ...] = (
     "containerInsights",
     "keepImages",
     "tags",
+    "alertEmail",
+    "taskTimeoutMinutes",
 )
 
 
@@ -102,6 +105,8 @@ class Settings:
     container_insights: bool
     keep_images: int
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    alert_email: str | None = None
+    task_timeout_minutes: int | None = None
 
     @property
     def name_prefix(self) -> str:
@@ -312,6 +317,15 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
             "resultPrefix outside uploadPrefix",
         )
 
+    alert_email = _string(raw, "alertEmail").strip() or None
+    if alert_email is not None and ("@" not in alert_email or " " in alert_email):
+        raise _fail("alertEmail", alert_email, "expected one email address, or empty for none")
+    timeout = _integer(raw, "taskTimeoutMinutes")
+    if timeout != 0:
+        _in_range(
+            "taskTimeoutMinutes", timeout, TASK_TIMEOUT_MINUTES, "0 (no limit) or a limit that"
+        )
+
     return Settings(
         project=project,
         stack=stack,
@@ -341,6 +355,8 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
             "keepImages", _integer(raw, "keepImages"), KEEP_IMAGES, "the number of images kept"
         ),
         tags=_tags(raw, project, stack),
+        alert_email=alert_email,
+        task_timeout_minutes=timeout or None,
     )
 
 

@@ -96,6 +96,13 @@ def container_definitions(
             {"name": "RESULT_PREFIX", "value": settings.result_prefix},
             {"name": "TMPDIR", "value": SCRATCH_PATH},
             {"name": "AWS_REGION", "value": context.region},
+            *(
+                # The job stops itself at the limit (see task/); its non-zero exit is reported
+                # as a failed job like any other.
+                [{"name": "TASK_TIMEOUT_SECONDS", "value": str(settings.task_timeout_minutes * 60)}]
+                if settings.task_timeout_minutes
+                else []
+            ),
         ],
         "mountPoints": [
             {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_PATH, "readOnly": False}

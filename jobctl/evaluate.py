@@ -73,6 +73,13 @@ class Evaluation:
             raise LookupError(f"expected exactly one {type_}, found {len(found)}")
         return found[0]
 
+    def named(self, type_: str, suffix: str) -> DeclaredResource:
+        """The one resource of `type_` whose logical name ends with `suffix`."""
+        found = [r for r in self.of_type(type_) if r.name.endswith(suffix)]
+        if len(found) != 1:
+            raise LookupError(f"expected exactly one {type_} named *{suffix}, found {len(found)}")
+        return found[0]
+
     def by_urn(self, urn: str) -> DeclaredResource:
         for resource in self.resources:
             if resource.urn == urn:
@@ -87,6 +94,86 @@ def _fake_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Resources whose outputs are just a physical name and an ARN built from it.
+_SIMPLE_ARNS = {
+    "aws:lambda/function:Function": "lambda:{region}:{account}:function:{name}",
+    "aws:iam/role:Role": "iam::{account}:role/{name}",
+    "aws:ecs/cluster:Cluster": "ecs:{region}:{account}:cluster/{name}",
+    "aws:cloudwatch/logGroup:LogGroup": "logs:{region}:{account}:log-group:{name}",
+    "aws:sns/topic:Topic": "sns:{region}:{account}:{name}",
+    "aws:kms/key:Key": "kms:{region}:{account}:key/{name}",
+    "aws:cloudwatch/eventRule:EventRule": "events:{region}:{account}:rule/{name}",
+}
+
+Computed = tuple[str, dict[str, Any]]
+
+
+def _bucket(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    bucket = state.get("bucket") or f"{name}-{_fake_digest(name)[:7]}"
+    return bucket, {**state, "bucket": bucket, "arn": f"arn:{PARTITION}:s3:::{bucket}"}
+
+
+def _queue(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{physical}"
+    arn = f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{physical}"
+    return url, {**state, "name": physical, "url": url, "arn": arn}
+
+
+def _task_definition(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    family = state["family"]
+    unrevised = f"arn:{PARTITION}:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{family}"
+    return family, {
+        **state,
+        "revision": 1,
+        "arn": f"{unrevised}:1",
+        "arnWithoutRevision": unrevised,
+    }
+
+
+def _repository(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    return physical, {
+        **state,
+        "name": physical,
+        "registryId": ACCOUNT_ID,
+        "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/{physical}",
+        "arn": f"arn:{PARTITION}:ecr:{REGION}:{ACCOUNT_ID}:repository/{physical}",
+    }
+
+
+def _image(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    image_name = str(state.get("imageName", name))
+    repository = image_name.rsplit(":", 1)[0]
+    digest = f"{repository}@sha256:{_fake_digest(image_name)}"
+    return f"{name}-id", {**state, "repoDigest": digest}
+
+
+def _security_group(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    return f"sg-{_fake_digest(name)[:17]}", state
+
+
+def _vpc(name: str, physical: str, state: dict[str, Any]) -> Computed:
+    subnets = [f"subnet-{_fake_digest(name + str(i))[:17]}" for i in range(2)]
+    kinds = {s.get("type") for s in state.get("subnetSpecs", [])}
+    # A remote component: its outputs differ in type from its inputs of the same name.
+    return f"{name}-id", {
+        "vpcId": f"vpc-{_fake_digest(name)[:17]}",
+        "publicSubnetIds": subnets if "Public" in kinds else [],
+        "privateSubnetIds": subnets if "Private" in kinds else [],
+        "isolatedSubnetIds": subnets if "Isolated" in kinds else [],
+    }
+
+
+_SPECIAL = {
+    "aws:s3/bucket:Bucket": _bucket,
+    "aws:sqs/queue:Queue": _queue,
+    "aws:ecs/taskDefinition:TaskDefinition": _task_definition,
+    "aws:ecr/repository:Repository": _repository,
+    "docker:index/image:Image": _image,
+    "aws:ec2/securityGroup:SecurityGroup": _security_group,
+    "awsx:ec2:Vpc": _vpc,
+}
+
+
 class _Mocks(pulumi.runtime.Mocks):
     """Plausible cloud answers: ARNs, ids and URLs shaped like the real ones."""
 
@@ -95,72 +182,18 @@ class _Mocks(pulumi.runtime.Mocks):
         self.outputs_by_name: dict[tuple[str, str], dict[str, Any]] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        state = dict(args.inputs)
         name, typ = args.name, args.typ
-        arn_prefix = f"arn:{PARTITION}"
+        state = dict(args.inputs)
+        physical = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
         resource_id = f"{name}-id"
-        if typ == "aws:s3/bucket:Bucket":
-            bucket = state.get("bucket") or f"{name}-{_fake_digest(name)[:7]}"
-            state.update(bucket=bucket, arn=f"{arn_prefix}:s3:::{bucket}")
-            resource_id = bucket
-        elif typ == "aws:sqs/queue:Queue":
-            queue = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
-            url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{queue}"
-            state.update(name=queue, url=url, arn=f"{arn_prefix}:sqs:{REGION}:{ACCOUNT_ID}:{queue}")
-            resource_id = url
-        elif typ == "aws:lambda/function:Function":
-            fn = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
-            state.update(name=fn, arn=f"{arn_prefix}:lambda:{REGION}:{ACCOUNT_ID}:function:{fn}")
-            resource_id = fn
-        elif typ == "aws:iam/role:Role":
-            role = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
-            state.update(name=role, arn=f"{arn_prefix}:iam::{ACCOUNT_ID}:role/{role}")
-            resource_id = role
-        elif typ == "aws:ecs/cluster:Cluster":
-            cluster = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
-            state.update(
-                name=cluster, arn=f"{arn_prefix}:ecs:{REGION}:{ACCOUNT_ID}:cluster/{cluster}"
+        if typ in _SIMPLE_ARNS:
+            arn = f"arn:{PARTITION}:" + _SIMPLE_ARNS[typ].format(
+                region=REGION, account=ACCOUNT_ID, name=physical
             )
-            resource_id = state["arn"]
-        elif typ == "aws:ecs/taskDefinition:TaskDefinition":
-            family = state["family"]
-            state.update(
-                revision=1,
-                arn=f"{arn_prefix}:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{family}:1",
-                arnWithoutRevision=f"{arn_prefix}:ecs:{REGION}:{ACCOUNT_ID}:task-definition/{family}",
-            )
-            resource_id = family
-        elif typ == "aws:ecr/repository:Repository":
-            repo = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
-            state.update(
-                name=repo,
-                registryId=ACCOUNT_ID,
-                repositoryUrl=f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/{repo}",
-                arn=f"{arn_prefix}:ecr:{REGION}:{ACCOUNT_ID}:repository/{repo}",
-            )
-            resource_id = repo
-        elif typ == "docker:index/image:Image":
-            image_name = str(state.get("imageName", name))
-            repository = image_name.rsplit(":", 1)[0]
-            state["repoDigest"] = f"{repository}@sha256:{_fake_digest(image_name)}"
-        elif typ == "aws:cloudwatch/logGroup:LogGroup":
-            group = state.get("name") or f"{name}-{_fake_digest(name)[:7]}"
-            state.update(
-                name=group, arn=f"{arn_prefix}:logs:{REGION}:{ACCOUNT_ID}:log-group:{group}"
-            )
-            resource_id = group
-        elif typ == "aws:ec2/securityGroup:SecurityGroup":
-            resource_id = f"sg-{_fake_digest(name)[:17]}"
-        elif typ == "awsx:ec2:Vpc":
-            subnets = [f"subnet-{_fake_digest(name + str(i))[:17]}" for i in range(2)]
-            kinds = {s.get("type") for s in state.get("subnetSpecs", [])}
-            # A remote component: its outputs differ in type from its inputs of the same name.
-            state = {
-                "vpcId": f"vpc-{_fake_digest(name)[:17]}",
-                "publicSubnetIds": subnets if "Public" in kinds else [],
-                "privateSubnetIds": subnets if "Private" in kinds else [],
-                "isolatedSubnetIds": subnets if "Isolated" in kinds else [],
-            }
+            state.update(name=physical, arn=arn)
+            resource_id = arn if typ == "aws:ecs/cluster:Cluster" else physical
+        elif typ in _SPECIAL:
+            resource_id, state = _SPECIAL[typ](name, physical, state)
         self.inputs_by_name[(typ, name)] = _reveal(dict(args.inputs))
         self.outputs_by_name[(typ, name)] = {**state, "id": resource_id}
         return resource_id, state

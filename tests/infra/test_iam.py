@@ -134,7 +134,7 @@ def test_the_runner_may_run_only_this_family_on_this_cluster_and_pass_only_the_j
     assert passed["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
     }
-    dlq = stack.one("aws:sqs/queue:Queue").outputs["arn"]
+    dlq = stack.named("aws:sqs/queue:Queue", "-runner-dlq").outputs["arn"]
     assert listed(policy["SendFailedEventsToDeadLetterQueue"]["Resource"]) == [dlq]
 
 

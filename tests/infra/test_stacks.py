@@ -57,6 +57,8 @@ def test_every_stack_exports_the_documented_outputs(stack: Evaluation) -> None:
         "logGroupName",
         "deadLetterQueueUrl",
         "repositoryUrl",
+        "failedJobsQueueUrl",
+        "alertTopicArn",
     }
     assert stack.outputs["bucketName"] == stack.one(BUCKET).outputs["bucket"]
     assert stack.outputs["uploadPrefix"] == config(stack, "uploadPrefix")
@@ -253,7 +255,7 @@ def test_versioning_force_destroy_and_protect_follow_the_stack(
     assert not dev.of_type("aws:s3/bucketVersioning:BucketVersioning")
     assert prod.one(BUCKET).inputs["forceDestroy"] is False
     assert prod.one(BUCKET).protect is True
-    assert prod.one("aws:sqs/queue:Queue").protect is True
+    assert prod.named("aws:sqs/queue:Queue", "-runner-dlq").protect is True
     versioning = prod.one("aws:s3/bucketVersioning:BucketVersioning").inputs
     assert versioning["versioningConfiguration"]["status"] == "Enabled"
 
@@ -261,7 +263,7 @@ def test_versioning_force_destroy_and_protect_follow_the_stack(
 def test_the_dead_letter_queue_is_the_encrypted_on_failure_destination(
     stack: Evaluation,
 ) -> None:
-    queue = stack.one("aws:sqs/queue:Queue")
+    queue = stack.named("aws:sqs/queue:Queue", "-runner-dlq")
     assert queue.inputs["sqsManagedSseEnabled"] is True
     assert queue.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
     invoke = stack.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
@@ -319,7 +321,7 @@ def test_every_taggable_resource_carries_the_stack_tags(stack: Evaluation) -> No
 
 def test_every_child_is_parented_to_a_component_and_named_after_it(stack: Evaluation) -> None:
     components = {r.urn: r for r in stack if r.type.startswith("s3fargatejobs:index:")}
-    assert len(components) == 6
+    assert len(components) == 7
     for resource in stack:
         if resource.type.startswith("s3fargatejobs:index:"):
             continue

@@ -1,0 +1,305 @@
+"""Failed jobs are told to a person: a failed-jobs queue fed by ECS stop events, and alarms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.aws_context import AwsContext
+from infra.config import Settings
+from infra.job import CONTAINER_NAME, LOG_STREAM_PREFIX
+
+RETENTION_SECONDS = 14 * 24 * 3600
+SUCCESSFUL_STOP = "EssentialContainerExited"
+
+
+def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
+    """ECS "Task State Change" to STOPPED for this cluster and family, unless it succeeded.
+
+    A task succeeded only when its essential container exited 0. Everything else is a failure a
+    person must hear about: a non-zero exit (including 137 for out-of-memory and the job's own
+    timeout), or a stop for another reason (image pull failure -> TaskFailedToStart, Spot
+    interruption -> SpotInterruption, StopTask -> UserInitiated, ...).
+    """
+    return json.dumps(
+        {
+            "source": ["aws.ecs"],
+            "detail-type": ["ECS Task State Change"],
+            "detail": {
+                "clusterArn": [cluster_arn],
+                "lastStatus": ["STOPPED"],
+                "taskDefinitionArn": [{"prefix": task_family_arn_prefix}],
+                "$or": [
+                    {"stopCode": [{"anything-but": SUCCESSFUL_STOP}]},
+                    {"containers": {"exitCode": [{"anything-but": 0}]}},
+                ],
+            },
+        }
+    )
+
+
+def failed_job_message(log_group_name: str) -> str:
+    """The message template: what failed, why, and where to look (EventBridge placeholders)."""
+    return (
+        "{"
+        '"summary": "A Fargate job stopped without success",'
+        '"taskArn": "<taskArn>",'
+        '"stopCode": "<stopCode>",'
+        '"stoppedReason": "<stoppedReason>",'
+        '"exitCode": "<exitCode>",'
+        '"containerReason": "<containerReason>",'
+        '"stoppedAt": "<stoppedAt>",'
+        # The upload (S3_BUCKET, S3_KEY, S3_VERSION_ID) as the runner passed it.
+        '"environment": <environment>,'
+        f'"logGroup": "{log_group_name}",'
+        f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/<task id, the last part of taskArn>",'
+        '"replay": "python -m jobctl redrive --stack <stack>"'
+        "}"
+    )
+
+
+FAILED_JOB_PATHS = {
+    "taskArn": "$.detail.taskArn",
+    "stopCode": "$.detail.stopCode",
+    "stoppedReason": "$.detail.stoppedReason",
+    "exitCode": "$.detail.containers[0].exitCode",
+    "containerReason": "$.detail.containers[0].reason",
+    "stoppedAt": "$.detail.stoppedAt",
+    "environment": "$.detail.overrides.containerOverrides[0].environment",
+}
+
+
+class FailureMonitoring(pulumi.ComponentResource):
+    failed_jobs_queue: aws.sqs.Queue
+    alert_topic: aws.sns.Topic
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        context: AwsContext,
+        *,
+        cluster_arn: pulumi.Input[str],
+        runner_function_name: pulumi.Input[str],
+        runner_dead_letter_queue: aws.sqs.Queue,
+        job_log_group_name: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("s3fargatejobs:index:FailureMonitoring", name, None, opts)
+        tags = dict(settings.tags)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.failed_jobs_queue = aws.sqs.Queue(
+            f"{name}-failed-jobs",
+            message_retention_seconds=RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
+        )
+        # Events EventBridge could not deliver to the failed-jobs queue land here.
+        undeliverable = aws.sqs.Queue(
+            f"{name}-undeliverable",
+            message_retention_seconds=RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            tags=tags,
+            opts=child,
+        )
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-failed-tasks",
+            description="Jobs that stopped without their essential container exiting 0",
+            event_pattern=pulumi.Output.all(cluster_arn, context.arn("ecs", "")).apply(
+                lambda args: failed_task_pattern(
+                    args[0], f"{args[1]}task-definition/{settings.task_family}:"
+                )
+            ),
+            tags=tags,
+            opts=child,
+        )
+        for queue, label in (
+            (self.failed_jobs_queue, "failed-jobs"),
+            (undeliverable, "undeliverable"),
+        ):
+            aws.sqs.QueuePolicy(
+                f"{name}-{label}-from-eventbridge",
+                queue_url=queue.url,
+                policy=pulumi.Output.json_dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "FromTheFailedTasksRuleOnly",
+                                "Effect": "Allow",
+                                "Principal": {"Service": "events.amazonaws.com"},
+                                "Action": "sqs:SendMessage",
+                                "Resource": queue.arn,
+                                "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}},
+                            }
+                        ],
+                    }
+                ),
+                opts=child,
+            )
+        aws.cloudwatch.EventTarget(
+            f"{name}-failed-tasks",
+            rule=rule.name,
+            arn=self.failed_jobs_queue.arn,
+            input_transformer=aws.cloudwatch.EventTargetInputTransformerArgs(
+                input_paths=FAILED_JOB_PATHS,
+                input_template=pulumi.Output.from_input(job_log_group_name).apply(
+                    lambda group: failed_job_message(group).replace("<stack>", settings.stack)
+                ),
+            ),
+            dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(
+                arn=undeliverable.arn
+            ),
+            retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
+                maximum_event_age_in_seconds=24 * 3600, maximum_retry_attempts=185
+            ),
+            opts=child,
+        )
+
+        key = aws.kms.Key(
+            f"{name}-alerts",
+            description="Encrypts the alert topic; CloudWatch alarms may publish through it",
+            enable_key_rotation=True,
+            deletion_window_in_days=7,
+            policy=alert_key_policy(context),
+            tags=tags,
+            opts=child,
+        )
+        self.alert_topic = aws.sns.Topic(
+            f"{name}-alerts", kms_master_key_id=key.arn, tags=tags, opts=child
+        )
+        if settings.alert_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alert-email",
+                topic=self.alert_topic.arn,
+                protocol="email",
+                endpoint=settings.alert_email,
+                opts=child,
+            )
+
+        queues = {
+            "runner_dlq": runner_dead_letter_queue.name,
+            "failed_jobs": self.failed_jobs_queue.name,
+            "undeliverable": undeliverable.name,
+        }
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-work-waiting",
+            alarm_description=(
+                "Uploads wait for a person: the runner's dead-letter queue or the failed-jobs "
+                "queue holds messages. Inspect and replay with `python -m jobctl redrive`."
+            ),
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                *(
+                    _metric(
+                        query_id,
+                        "AWS/SQS",
+                        "ApproximateNumberOfMessagesVisible",
+                        {"QueueName": queue_name},
+                        "Maximum",
+                    )
+                    for query_id, queue_name in queues.items()
+                ),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="waiting",
+                    expression=" + ".join(queues),
+                    label="Messages waiting",
+                    return_data=True,
+                ),
+            ],
+            alarm_actions=[self.alert_topic.arn],
+            tags=tags,
+            opts=child,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-runner-failing",
+            alarm_description=(
+                "The runner Lambda reports errors or throttles: uploads are being retried and "
+                "may reach the dead-letter queue. Check its log group."
+            ),
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                _metric(
+                    "errors", "AWS/Lambda", "Errors", {"FunctionName": runner_function_name}, "Sum"
+                ),
+                _metric(
+                    "throttles",
+                    "AWS/Lambda",
+                    "Throttles",
+                    {"FunctionName": runner_function_name},
+                    "Sum",
+                ),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="failing",
+                    expression="errors + throttles",
+                    label="Errors and throttles",
+                    return_data=True,
+                ),
+            ],
+            alarm_actions=[self.alert_topic.arn],
+            tags=tags,
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "failedJobsQueueUrl": self.failed_jobs_queue.url,
+                "alertTopicArn": self.alert_topic.arn,
+            }
+        )
+
+
+def _metric(
+    query_id: str,
+    namespace: str,
+    metric: str,
+    dimensions: dict[str, pulumi.Input[str]],
+    statistic: str,
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id,
+        return_data=False,
+        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+            namespace=namespace,
+            metric_name=metric,
+            dimensions=dimensions,
+            period=60,
+            stat=statistic,
+        ),
+    )
+
+
+def alert_key_policy(context: AwsContext) -> pulumi.Output[str]:
+    # A key policy's Resource "*" means "this key": AWS accepts nothing else there.
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "AccountAdministersTheKeyThroughIam",
+            "Effect": "Allow",
+            "Principal": {
+                "AWS": pulumi.Output.concat(
+                    "arn:", context.partition, ":iam::", context.account_id, ":root"
+                )
+            },
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+        {
+            "Sid": "CloudWatchAlarmsPublishToTheTopic",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceAccount": context.account_id}},
+        },
+    ]
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
