@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobctl import demo
+from jobctl import demo, redrive
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,6 +54,30 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build task/Dockerfile and run the real image (needs a Docker engine)",
     )
+
+    replay = commands.add_parser(
+        "redrive",
+        help="restart the uploads waiting in the dead-letter and failed-jobs queues",
+        description=(
+            "Read the runner's dead-letter queue and the failed-jobs queue and restart the work "
+            "of each message through the deployed runner's configuration, with your AWS "
+            "credentials (ecs:RunTask, iam:PassRole on the job roles, sqs, "
+            "lambda:GetFunctionConfiguration). A message is deleted only after its work started "
+            "again."
+        ),
+    )
+    replay.add_argument(
+        "--stack", help="read queue URLs and the runner's name from this stack's outputs"
+    )
+    replay.add_argument("--dead-letter-queue-url", help="the runner's dead-letter queue")
+    replay.add_argument("--failed-jobs-queue-url", help="the failed-jobs queue")
+    replay.add_argument("--function", help="the runner Lambda's name")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="list what would be restarted; change nothing"
+    )
+    replay.add_argument(
+        "--limit", type=int, default=1000, help="at most this many messages per queue (1000)"
+    )
     return root
 
 
@@ -66,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             docker=args.docker,
             watch=args.watch,
             stdin=args.stdin,
+            say=lambda line: print(line, flush=True),
+        )
+    if args.command == "redrive":
+        return redrive.run(
+            stack=args.stack,
+            dead_letter_queue_url=args.dead_letter_queue_url,
+            failed_jobs_queue_url=args.failed_jobs_queue_url,
+            function=args.function,
+            dry_run=args.dry_run,
+            limit=args.limit,
             say=lambda line: print(line, flush=True),
         )
     raise AssertionError(args.command)

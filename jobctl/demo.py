@@ -8,7 +8,6 @@ the emulator's own S3 events into RunTask calls, and each started task runs `pyt
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -28,8 +26,8 @@ from botocore.exceptions import ClientError
 
 from jobctl.emulator import emulator_environment, point_at_emulator, running_emulator
 from jobctl.evaluate import PROJECT_DIR, Evaluation, ProgramError, evaluate
+from jobctl.runner import load_runner
 
-TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
 EVENT_WAIT_SECONDS = 15.0  # the emulator delivers within milliseconds; this bounds a stuck run
 TASK_TIMEOUT_SECONDS = 30 * 60
 DOCKER_IMAGE = "s3-fargate-jobs-task:local"
@@ -203,20 +201,6 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
 
 
 # --- the runner ---------------------------------------------------------------------------------
-
-
-def load_runner(env: Mapping[str, str]) -> Callable[[Any, Any], Any]:
-    """Import the real handler with the Lambda's declared environment (it reads it at import)."""
-    os.environ.update(env)
-    if str(TASKRUNNER_DIR) not in sys.path:
-        sys.path.insert(0, str(TASKRUNNER_DIR))
-    module: ModuleType
-    if "handler" in sys.modules:
-        module = importlib.reload(sys.modules["handler"])
-    else:
-        module = importlib.import_module("handler")
-    runner: Callable[[Any, Any], Any] = module.handler
-    return runner
 
 
 def receive_events(queue_url: str, wanted: int, deadline: float) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,32 @@
+"""Load the real runner handler (taskrunner/handler.py) into this process."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jobctl.evaluate import PROJECT_DIR
+
+TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
+
+# An event field the redrive adds when a failed task's upload must start a *new* task: the runner
+# folds it into the idempotency token, which would otherwise recognise the upload.
+REDRIVE_FIELD = "redriveOf"
+
+Runner = Callable[[Any, Any], Any]
+
+
+def load_runner(env: Mapping[str, str]) -> Runner:
+    """Import the handler with the Lambda's environment (it reads its settings at import)."""
+    os.environ.update(env)
+    if str(TASKRUNNER_DIR) not in sys.path:
+        sys.path.insert(0, str(TASKRUNNER_DIR))
+    if "handler" in sys.modules:
+        module = importlib.reload(sys.modules["handler"])
+    else:
+        module = importlib.import_module("handler")
+    runner: Runner = module.handler
+    return runner
