@@ -1,0 +1,322 @@
+"""A fake ECS endpoint on 127.0.0.1: RunTask and DescribeTasks, with injectable faults.
+
+moto starts tasks but ignores `clientToken` and never answers with `failures`; this fake does
+both, so tests can drive the runner (or the whole pipeline) through botocore's real HTTP,
+retry and timeout code. Usage::
+
+    with running_fake_ecs() as fake:
+        fake.inject(Fault.throttling(), times=3)                  # the next 3 RunTask calls
+        fake.inject(Fault.failure("RESOURCE:MEMORY"), when=lambda call: call.s3_key == "big")
+        fake.inject(Fault.delay(2.0))                             # answer late (client timeout)
+        ecs = fake.client()         # or point boto3 at it: AWS_ENDPOINT_URL_ECS=fake.url
+        ...
+        fake.started                # clientToken -> task ARN, one entry per token that started
+        fake.calls                  # every RunTask call in order, with the fault it got
+
+Behaviour, as in ECS: a RunTask whose clientToken already started a task with the same
+parameters answers with that task and starts nothing; with other parameters it answers
+ConflictException carrying `resourceIds`. A call matched by a fault rule gets that fault
+instead (one rule per call: the first injected rule that matches and has uses left). A delay
+fault sleeps, then handles the call normally, so a call the client gave up on still starts
+its task, as a real timed-out request may.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs.client import ECSClient
+
+TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+FaultKind = Literal["error", "failure", "delay"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What a RunTask call gets instead of a normal answer. Build with the class methods."""
+
+    kind: FaultKind
+    code: str = ""
+    message: str = ""
+    status: int = 400
+    reason: str = ""
+    detail: str | None = None
+    seconds: float = 0.0
+    extra: Mapping[str, object] = field(default_factory=dict)  # more members of an error body
+
+    @classmethod
+    def throttling(cls) -> Fault:
+        """ECS's answer beyond its 20 calls/s: botocore retries it with backoff."""
+        return cls("error", code="ThrottlingException", message="Rate exceeded")
+
+    @classmethod
+    def error(cls, code: str, message: str = "injected error", status: int = 400) -> Fault:
+        """Any error answer, e.g. error("ServerException", status=500) or AccessDeniedException."""
+        return cls("error", code=code, message=message, status=status)
+
+    @classmethod
+    def conflict(cls, resource_ids: list[str] | None = None) -> Fault:
+        """ConflictException as ECS sends for a reused clientToken with other parameters."""
+        return cls(
+            "error",
+            code="ConflictException",
+            message="The clientToken is already in use with different parameters",
+            extra={"resourceIds": resource_ids or []},
+        )
+
+    @classmethod
+    def failure(cls, reason: str, detail: str | None = None) -> Fault:
+        """HTTP 200 with no task and a `failures` entry (e.g. RESOURCE:MEMORY, AGENT)."""
+        return cls("failure", reason=reason, detail=detail)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Answer normally after `seconds`: longer than the client's read timeout times it out."""
+        return cls("delay", seconds=seconds)
+
+
+@dataclass
+class RunTaskCall:
+    """One RunTask request as received, and what the fake did with it."""
+
+    request: dict[str, Any]
+    fault: Fault | None = None
+    task_arn: str | None = None  # the task answered with (new or, for a repeated token, old)
+
+    @property
+    def client_token(self) -> str | None:
+        token = self.request.get("clientToken")
+        return token if isinstance(token, str) else None
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The first container override's environment, name -> value."""
+        overrides = self.request.get("overrides", {}).get("containerOverrides") or [{}]
+        return {pair["name"]: pair["value"] for pair in overrides[0].get("environment", [])}
+
+    @property
+    def s3_key(self) -> str | None:
+        return self.environment.get("S3_KEY")
+
+
+@dataclass
+class _Rule:
+    fault: Fault
+    remaining: int | None  # None: every matching call
+    when: Callable[[RunTaskCall], bool] | None
+
+
+class FakeEcs:
+    """State and controls of one running fake; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._rules: list[_Rule] = []
+        self._calls: list[RunTaskCall] = []
+        self._tasks: dict[str, dict[str, Any]] = {}  # task ARN -> task description
+        self._by_token: dict[str, tuple[str, dict[str, Any]]] = {}  # token -> (ARN, request)
+
+    # --- controls ---------------------------------------------------------------------------
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        times: int | None = 1,
+        when: Callable[[RunTaskCall], bool] | None = None,
+    ) -> None:
+        """Give `fault` to the next `times` RunTask calls matching `when` (None: forever/all)."""
+        with self._lock:
+            self._rules.append(_Rule(fault, times, when))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    # --- records ----------------------------------------------------------------------------
+
+    @property
+    def calls(self) -> list[RunTaskCall]:
+        """Every RunTask call so far, in arrival order."""
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def started(self) -> dict[str, str]:
+        """clientToken -> ARN of the one task it started (calls without a token not included)."""
+        with self._lock:
+            return {token: arn for token, (arn, _) in self._by_token.items()}
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task started, in order, as DescribeTasks describes it."""
+        with self._lock:
+            return list(self._tasks.values())
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def handle(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Answer one API call: (HTTP status, JSON body)."""
+        if operation == "RunTask":
+            return self._run_task(body)
+        if operation == "DescribeTasks":
+            return self._describe_tasks(body)
+        return 400, _error_body("UnknownOperationException", f"the fake has no {operation}")
+
+    def _run_task(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        call = RunTaskCall(request)
+        with self._lock:
+            self._calls.append(call)
+            call.fault = self._take_fault(call)
+        fault = call.fault
+        if fault is not None and fault.kind == "delay":
+            self._stopping.wait(fault.seconds)
+        elif fault is not None and fault.kind == "error":
+            return fault.status, {**_error_body(fault.code, fault.message), **fault.extra}
+        elif fault is not None:
+            failure = {"arn": request.get("taskDefinition", ""), "reason": fault.reason}
+            if fault.detail is not None:
+                failure["detail"] = fault.detail
+            return 200, {"tasks": [], "failures": [failure]}
+        with self._lock:
+            token = call.client_token
+            if token is not None and token in self._by_token:
+                arn, first_request = self._by_token[token]
+                if first_request != request:
+                    message = "The clientToken is already in use with different parameters"
+                    return 400, {**_error_body("ConflictException", message), "resourceIds": [arn]}
+                call.task_arn = arn
+                return 200, {"tasks": [self._tasks[arn]], "failures": []}
+            task = _task_description(request)
+            self._tasks[task["taskArn"]] = task
+            if token is not None:
+                self._by_token[token] = (task["taskArn"], request)
+            call.task_arn = task["taskArn"]
+            return 200, {"tasks": [task], "failures": []}
+
+    def _describe_tasks(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            arns = [arn for arn in body.get("tasks", []) if isinstance(arn, str)]
+            return 200, {
+                "tasks": [self._tasks[arn] for arn in arns if arn in self._tasks],
+                "failures": [
+                    {"arn": arn, "reason": "MISSING"} for arn in arns if arn not in self._tasks
+                ],
+            }
+
+    def _take_fault(self, call: RunTaskCall) -> Fault | None:
+        for rule in self._rules:
+            if rule.remaining == 0 or (rule.when is not None and not rule.when(call)):
+                continue
+            if rule.remaining is not None:
+                rule.remaining -= 1
+            return rule.fault
+        return None
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def client(self, config: Config | None = None) -> ECSClient:
+        """A boto3 ECS client for this fake, with dummy credentials (any config, e.g. retries)."""
+        return boto3.client(
+            "ecs",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # a dummy credential for the fake
+            config=config,
+        )
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"__type": code, "message": message}
+
+
+def _task_description(request: Mapping[str, Any]) -> dict[str, Any]:
+    cluster = str(request.get("cluster", "default"))
+    cluster_name = cluster.rsplit("/", 1)[-1]
+    strategy = request.get("capacityProviderStrategy") or [{}]
+    return {
+        "taskArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster_name}/{uuid.uuid4().hex}",
+        "clusterArn": cluster
+        if cluster.startswith("arn:")
+        else f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{cluster}",
+        "taskDefinitionArn": request.get("taskDefinition", ""),
+        "capacityProviderName": strategy[0].get("capacityProvider", "FARGATE"),
+        "lastStatus": "PROVISIONING",
+        "desiredStatus": "RUNNING",
+        "startedBy": request.get("startedBy", ""),
+        "overrides": request.get("overrides", {"containerOverrides": []}),
+        "tags": request.get("tags", []),
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+    # Headers and body go out in two writes: with Nagle's algorithm on, the client's delayed
+    # ACK would hold every answer back by ~40 ms.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        target = self.headers.get("X-Amz-Target", "")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            status, answer = 400, _error_body("SerializationException", "body is not JSON")
+        else:
+            status, answer = self.server.fake.handle(target.removeprefix(TARGET_PREFIX), body)
+        payload = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and left; the call still took effect, as in ECS
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: test output should show only what the tests print."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a delayed answer never keeps the test process alive
+    fake: FakeEcs
+
+
+@contextmanager
+def running_fake_ecs() -> Iterator[FakeEcs]:
+    """Serve a fresh FakeEcs on 127.0.0.1 (OS-chosen port); always stopped on exit."""
+    fake = FakeEcs()
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.fake = fake
+    host, port = server.server_address[:2]
+    fake.url = f"http://{host!s}:{port}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake._stopping.set()  # wake delayed answers so shutdown does not wait for them
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,194 @@
+"""Fixtures for the runner: its modules on sys.path, settings, moto's ECS and the fake ECS."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
+
+import pytest
+
+# The Lambda package's modules are top-level (handler, task_starter, ...), as in the zip.
+TASKRUNNER_DIR = Path(__file__).resolve().parents[2] / "taskrunner"
+if str(TASKRUNNER_DIR) not in sys.path:
+    sys.path.insert(0, str(TASKRUNNER_DIR))
+
+from runner_settings import RunnerSettings, load_settings  # noqa: E402 - needs the path above
+
+from tests.fakes.fake_ecs import FakeEcs, running_fake_ecs  # noqa: E402 - ditto, for ordering
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs.client import ECSClient
+
+EVENTS_DIR = Path(__file__).parent / "events"
+BUCKET = "uploads-bucket"
+RESULT_PREFIX = "results/"
+
+# The keys of events/special_keys.json, decoded.
+SPECIAL_KEYS = [
+    "uploads/quarterly report 2026.csv",
+    "uploads/a+b=c.csv",
+    "uploads/100% done.csv",
+    "uploads/café/naïve résumé.pdf",
+    "uploads/📈 growth 🚀.xlsx",
+    "uploads/~tilde!(paren)*star'quote.txt",
+    "uploads/semi;colon,comma&amp?q#hash.txt",
+]
+
+
+RUNNER_ENV = {
+    "CLUSTER_ARN": "arn:aws:ecs:us-east-1:123456789012:cluster/jobs",
+    "TASK_DEFINITION_ARN": "arn:aws:ecs:us-east-1:123456789012:task-definition/job:1",
+    "CONTAINER_NAME": "job",
+    "SUBNETS": "subnet-0a1b2c3d,subnet-4e5f6a7b",
+    "SECURITY_GROUPS": "sg-0123abcd",
+    "ASSIGN_PUBLIC_IP": "DISABLED",
+    "CAPACITY_PROVIDER": "FARGATE_SPOT",
+    "RESULT_PREFIX": RESULT_PREFIX,
+}
+
+
+# In-process moto only (no endpoint override): dummy credentials so nothing reaches AWS.
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+_CLUSTER_NUMBERS = itertools.count()
+
+
+def load_event(name: str) -> Any:
+    """An event from the corpus under tests/taskrunner/events/."""
+    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
+
+
+def s3_record(
+    key: str,
+    *,
+    bucket: str = BUCKET,
+    event_name: str = "ObjectCreated:Put",
+    version_id: str | None = None,
+    sequencer: str | None = "0062B5F3A8C1D2E3F4",
+    event_time: str = "2026-11-28T14:00:00.000Z",
+) -> dict[str, Any]:
+    """A record shaped as S3 sends it, the key encoded as S3 encodes it."""
+    s3_object: dict[str, Any] = {
+        "key": quote_plus(key, safe="/"),
+        "size": 12,
+        "eTag": "0123456789abcdef0123456789abcdef",
+    }
+    if version_id is not None:
+        s3_object["versionId"] = version_id
+    if sequencer is not None:
+        s3_object["sequencer"] = sequencer
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": event_time,
+        "eventName": event_name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": s3_object,
+        },
+    }
+
+
+def s3_event(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": list(records)}
+
+
+@pytest.fixture
+def settings() -> RunnerSettings:
+    return load_settings(RUNNER_ENV)
+
+
+@pytest.fixture
+def fake_ecs() -> Iterator[FakeEcs]:
+    with running_fake_ecs() as fake:
+        yield fake
+
+
+@pytest.fixture
+def backoff_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """botocore's retry backoff, recorded instead of slept: retry tests take milliseconds."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    return sleeps
+
+
+@pytest.fixture(scope="module")
+def moto_world() -> Iterator[tuple[ECSClient, dict[str, str]]]:
+    """moto with a Fargate task definition and a network, shared by a module's tests (it is
+    the slow part); each test gets its own cluster from `moto_ecs`."""
+    import boto3
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            patch.delenv(name, raising=False)
+        for name, value in MOTO_CREDENTIALS.items():
+            patch.setenv(name, value)
+        with mock_aws():
+            ec2 = boto3.client("ec2")
+            vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+            # moto builds the task's ENI DNS name and fails without this.
+            ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+            group = ec2.create_security_group(GroupName="jobs", Description="jobs", VpcId=vpc)[
+                "GroupId"
+            ]
+            ecs = boto3.client("ecs")
+            task_definition = ecs.register_task_definition(
+                family="job",
+                requiresCompatibilities=["FARGATE"],
+                networkMode="awsvpc",
+                cpu="256",
+                memory="512",
+                # moto crashes on a container without container-level memory (REFERENCE.md).
+                containerDefinitions=[{"name": "job", "image": "job:latest", "memory": 512}],
+                tags=[{"key": "project", "value": "s3-fargate-jobs"}],
+            )["taskDefinition"]["taskDefinitionArn"]
+            env = {
+                **RUNNER_ENV,
+                "TASK_DEFINITION_ARN": task_definition,
+                "SUBNETS": subnet,
+                "SECURITY_GROUPS": group,
+            }
+            yield ecs, env
+
+
+@pytest.fixture
+def moto_ecs(
+    moto_world: tuple[ECSClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> tuple[ECSClient, dict[str, str]]:
+    """moto's ECS with a fresh cluster for this test: (client, the runner's environment)."""
+    ecs, env = moto_world
+    for name, value in MOTO_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    cluster = ecs.create_cluster(clusterName=f"jobs-{next(_CLUSTER_NUMBERS)}")["cluster"]
+    return ecs, {**env, "CLUSTER_ARN": cluster["clusterArn"]}
+
+
+@pytest.fixture
+def task_environment(
+    moto_ecs: tuple[ECSClient, dict[str, str]],
+) -> Callable[[str], dict[str, str]]:
+    """Task ARN -> its container's override environment, read back through DescribeTasks."""
+    ecs, env = moto_ecs
+
+    def read(task_arn: str) -> dict[str, str]:
+        (task,) = ecs.describe_tasks(cluster=env["CLUSTER_ARN"], tasks=[task_arn])["tasks"]
+        (override,) = task["overrides"]["containerOverrides"]
+        assert override["name"] == env["CONTAINER_NAME"]
+        return {pair["name"]: pair["value"] for pair in override.get("environment", [])}
+
+    return read

@@ -1,0 +1,219 @@
+"""Failure paths through botocore's real HTTP, retry and timeout code, against the fake ECS."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from runner_settings import RunnerSettings
+from task_starter import MAX_ATTEMPTS, TasksNotStartedError, client_config, process_event
+
+from tests.fakes.fake_ecs import FakeEcs, Fault, RunTaskCall
+from tests.taskrunner.conftest import BUCKET, s3_event, s3_record
+
+
+def test_failures_in_the_answer_make_the_invocation_raise_naming_the_key_and_reason(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    fake_ecs.inject(Fault.failure("RESOURCE:MEMORY", "no Fargate capacity"))
+    with pytest.raises(TasksNotStartedError) as raised:
+        process_event(
+            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
+        )
+    assert f"s3://{BUCKET}/uploads/a.csv: RunTask failures: RESOURCE:MEMORY" in str(raised.value)
+    assert fake_ecs.tasks == []
+
+
+def test_throttling_is_retried_with_backoff_then_starts_one_task(
+    fake_ecs: FakeEcs, settings: RunnerSettings, backoff_sleeps: list[float]
+) -> None:
+    fake_ecs.inject(Fault.throttling(), times=3)
+    summary = process_event(
+        s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
+    )
+    assert len(fake_ecs.calls) == 4
+    assert len(backoff_sleeps) == 3
+    assert list(summary["started"].values()) == [task["taskArn"] for task in fake_ecs.tasks]
+
+
+def test_persistent_throttling_fails_after_the_configured_attempts(
+    fake_ecs: FakeEcs, settings: RunnerSettings, backoff_sleeps: list[float]
+) -> None:
+    fake_ecs.inject(Fault.throttling(), times=None)
+    with pytest.raises(
+        TasksNotStartedError,
+        match=f"ThrottlingException: Rate exceeded .after {MAX_ATTEMPTS} attempts",
+    ):
+        process_event(
+            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
+        )
+    assert len(fake_ecs.calls) == MAX_ATTEMPTS
+    # Throttling backoff starts at up to 1 s and doubles: the retries ride out a burst.
+    assert max(backoff_sleeps) > 1
+
+
+def test_a_persistent_server_error_fails_loudly(
+    fake_ecs: FakeEcs, settings: RunnerSettings, backoff_sleeps: list[float]
+) -> None:
+    fake_ecs.inject(Fault.error("ServerException", "internal", status=500), times=None)
+    with pytest.raises(TasksNotStartedError, match="ServerException: internal"):
+        process_event(
+            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
+        )
+    assert len(fake_ecs.calls) == MAX_ATTEMPTS
+
+
+def test_an_access_error_is_not_retried(fake_ecs: FakeEcs, settings: RunnerSettings) -> None:
+    fake_ecs.inject(Fault.error("AccessDeniedException", "no ecs:RunTask"), times=None)
+    with pytest.raises(TasksNotStartedError, match="AccessDeniedException: no ecs:RunTask"):
+        process_event(
+            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
+        )
+    assert len(fake_ecs.calls) == 1
+
+
+def test_a_conflict_counts_as_already_started_not_as_a_failure(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    fake_ecs.inject(Fault.conflict(["arn:aws:ecs:us-east-1:123456789012:task/jobs/earlier"]))
+    summary = process_event(s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client())
+    assert summary["started"] == {
+        "uploads/a.csv": "arn:aws:ecs:us-east-1:123456789012:task/jobs/earlier"
+    }
+
+
+def test_a_conflict_without_the_task_arn_is_reported_as_skipped(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    fake_ecs.inject(Fault.conflict())
+    summary = process_event(s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client())
+    assert summary["started"] == {}
+    assert "started earlier" in summary["skipped"]["uploads/a.csv"]
+
+
+def test_a_duplicate_delivery_or_retry_starts_no_second_task(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    event = s3_event(s3_record("uploads/a.csv"))
+    ecs = fake_ecs.client()
+    first = process_event(event, settings, ecs)
+    again = process_event(event, settings, ecs)
+    assert first == again
+    assert len(fake_ecs.tasks) == 1
+    assert len(fake_ecs.calls) == 2
+
+
+def test_a_new_upload_of_the_same_key_starts_another_task(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    ecs = fake_ecs.client()
+    process_event(s3_event(s3_record("uploads/a.csv", sequencer="01")), settings, ecs)
+    process_event(s3_event(s3_record("uploads/a.csv", sequencer="02")), settings, ecs)
+    assert len(fake_ecs.started) == 2
+
+
+def test_the_same_upload_twice_in_one_event_is_called_once(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    record = s3_record("uploads/a.csv")
+    summary = process_event(s3_event(record, record), settings, fake_ecs.client())
+    assert len(fake_ecs.calls) == 1
+    assert len(summary["started"]) == 1
+
+
+def test_one_failing_record_does_not_stop_the_others_and_the_invocation_raises(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    def is_bad(call: RunTaskCall) -> bool:
+        return call.s3_key == "uploads/bad.csv"
+
+    fake_ecs.inject(Fault.failure("AGENT"), times=None, when=is_bad)
+    event = s3_event(
+        s3_record("uploads/a.csv", sequencer="01"),
+        s3_record("uploads/bad.csv", sequencer="02"),
+        s3_record("uploads/c.csv", sequencer="03"),
+    )
+    with pytest.raises(TasksNotStartedError) as raised:
+        process_event(event, settings, fake_ecs.client())
+    assert raised.value.failures == {f"s3://{BUCKET}/uploads/bad.csv": "RunTask failures: AGENT"}
+    assert "1 of 3 records started no task" in str(raised.value)
+    assert set(raised.value.summary["started"]) == {"uploads/a.csv", "uploads/c.csv"}
+    assert {call.s3_key for call in fake_ecs.calls if call.task_arn} == {
+        "uploads/a.csv",
+        "uploads/c.csv",
+    }
+
+
+def test_a_timed_out_call_is_retried_with_the_same_token_and_starts_one_task(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    fake_ecs.inject(Fault.delay(0.6))
+    ecs = fake_ecs.client(client_config(read_timeout=0.2))
+    summary = process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
+    tokens = {call.client_token for call in fake_ecs.calls}
+    assert len(fake_ecs.calls) == 2
+    assert len(tokens) == 1
+    (task_arn,) = summary["started"].values()
+    assert fake_ecs.started == {tokens.pop(): task_arn}
+
+
+def test_an_unreachable_endpoint_fails_loudly_after_retries(
+    settings: RunnerSettings, backoff_sleeps: list[float]
+) -> None:
+    with FakeEcsGone() as url:
+        import boto3
+
+        ecs = boto3.client(
+            "ecs",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=client_config(max_attempts=2, connect_timeout=0.5),
+        )
+        with pytest.raises(TasksNotStartedError, match="EndpointConnectionError"):
+            process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
+
+
+class FakeEcsGone:
+    """A loopback URL where nothing listens (a port that was just free)."""
+
+    def __enter__(self) -> str:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def test_the_fake_answers_a_reused_token_with_other_parameters_with_a_conflict(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    ecs = fake_ecs.client()
+    first = process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
+    redeployed = dataclasses.replace(
+        settings, task_definition_arn=f"{settings.task_definition_arn[:-1]}2"
+    )
+    again = process_event(s3_event(s3_record("uploads/a.csv")), redeployed, ecs)
+    assert again == first  # ConflictException carried the first task's ARN
+    assert len(fake_ecs.tasks) == 1
+    assert fake_ecs.calls[1].task_arn is None
+
+
+def test_the_fake_describes_the_tasks_it_started(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    ecs = fake_ecs.client()
+    summary = process_event(s3_event(s3_record("uploads/a b.csv")), settings, ecs)
+    (task_arn,) = summary["started"].values()
+    answer = ecs.describe_tasks(cluster=settings.cluster_arn, tasks=[task_arn, f"{task_arn}-gone"])
+    (task,) = answer["tasks"]
+    assert task["startedBy"] == "s3-upload"
+    assert task["capacityProviderName"] == "FARGATE_SPOT"
+    environment = task["overrides"]["containerOverrides"][0]["environment"]
+    assert {"name": "S3_KEY", "value": "uploads/a b.csv"} in environment
+    assert answer["failures"] == [{"arn": f"{task_arn}-gone", "reason": "MISSING"}]
