@@ -95,7 +95,9 @@ def container_definitions(
         "environment": [
             {"name": "RESULT_PREFIX", "value": settings.result_prefix},
             {"name": "TMPDIR", "value": SCRATCH_PATH},
+            # Both spellings: older SDKs read only AWS_DEFAULT_REGION.
             {"name": "AWS_REGION", "value": context.region},
+            {"name": "AWS_DEFAULT_REGION", "value": context.region},
             *(
                 # The job stops itself at the limit (see task/); its non-zero exit is reported
                 # as a failed job like any other.

@@ -12,8 +12,8 @@ from jobctl.evaluate import PROJECT_DIR
 
 TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
 
-# An event field the redrive adds when a failed task's upload must start a *new* task: the runner
-# folds it into the idempotency token, which would otherwise recognise the upload.
+# The event field the redrive adds when a failed task's upload must start a *new* task: the
+# runner folds it into the idempotency token (taskrunner/upload_events.py, REDRIVE_FIELD).
 REDRIVE_FIELD = "redriveOf"
 
 Runner = Callable[[Any, Any], Any]
