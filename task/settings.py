@@ -1,0 +1,160 @@
+"""The task's settings, read once from the environment and validated with messages for people."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from task.objects import Processor
+
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 8 * MIB  # S3's guidance: 8-16 MiB ranges; 8 keeps memory low
+DEFAULT_CONCURRENCY = 6  # 6 x 8 MiB in flight: ~500 MB/s from S3, peak RSS ~130 MB
+MIN_PART_SIZE = 64 * 1024  # smaller ranges only multiply requests; tests use this floor
+MAX_PART_SIZE = 1024 * MIB
+MAX_CONCURRENCY = 64
+DEFAULT_PROCESSOR = "task.processor:process"
+DEFAULT_RESULT_PREFIX = "results/"
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB}
+
+
+class SettingsError(Exception):
+    """One or more settings are missing or wrong; the message names each one and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the task reads from its environment (see `from_environ` for the names)."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    result_bucket: str
+    result_prefix: str
+    part_size: int = DEFAULT_PART_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    progress_interval: float = 5.0
+    processor_spec: str = DEFAULT_PROCESSOR
+    timeout_seconds: int | None = None
+
+    @property
+    def result_key(self) -> str:
+        """Where the result goes in `result_bucket`: `<RESULT_PREFIX><S3_KEY>.json`."""
+        return f"{self.result_prefix}{self.key}.json"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and check every setting, reporting all problems at once.
+
+        Required: S3_BUCKET, S3_KEY (already URL-decoded). Optional: S3_VERSION_ID,
+        RESULT_BUCKET (default S3_BUCKET), RESULT_PREFIX (default `results/`),
+        DOWNLOAD_PART_SIZE (bytes, or with KiB/MiB/GiB; default 8MiB), DOWNLOAD_CONCURRENCY
+        (default 6), PROGRESS_INTERVAL_SECONDS (default 5), TASK_PROCESSOR (`module:function`,
+        default `task.processor:process`), TASK_TIMEOUT_SECONDS (a time limit; default none).
+        """
+        problems: list[str] = []
+
+        def required(name: str, what: str) -> str:
+            value = environ.get(name, "")
+            if not value:
+                problems.append(
+                    f"{name} is not set: it must hold {what}; the runner Lambda sets it per task"
+                )
+            return value
+
+        bucket = required("S3_BUCKET", "the name of the bucket the uploaded object is in")
+        key = required("S3_KEY", "the uploaded object's key, already URL-decoded")
+        part_size = _parse_size(environ, "DOWNLOAD_PART_SIZE", DEFAULT_PART_SIZE, problems)
+        concurrency = _parse_int(environ, "DOWNLOAD_CONCURRENCY", DEFAULT_CONCURRENCY, problems)
+        interval = _parse_interval(environ, "PROGRESS_INTERVAL_SECONDS", 5.0, problems)
+        timeout = environ.get("TASK_TIMEOUT_SECONDS", "").strip()
+        if timeout and (not timeout.isdigit() or int(timeout) == 0):
+            problems.append(
+                f"TASK_TIMEOUT_SECONDS={timeout!r} must be a whole number of seconds above 0 "
+                "(the infrastructure sets it from taskTimeoutMinutes)"
+            )
+            timeout = ""
+        processor_spec = environ.get("TASK_PROCESSOR", "") or DEFAULT_PROCESSOR
+        if not re.fullmatch(r"[\w.]+:\w+", processor_spec):
+            problems.append(
+                f"TASK_PROCESSOR={processor_spec!r} is not `module:function` "
+                f"(for example {DEFAULT_PROCESSOR!r})"
+            )
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return cls(
+            bucket=bucket,
+            key=key,
+            version_id=environ.get("S3_VERSION_ID") or None,
+            result_bucket=environ.get("RESULT_BUCKET") or bucket,
+            result_prefix=environ.get("RESULT_PREFIX", DEFAULT_RESULT_PREFIX),
+            part_size=part_size,
+            concurrency=concurrency,
+            progress_interval=interval,
+            processor_spec=processor_spec,
+            timeout_seconds=int(timeout) if timeout else None,
+        )
+
+
+def load_processor(spec: str) -> Processor:
+    """Import `module:function` named by TASK_PROCESSOR; SettingsError says what is wrong."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SettingsError(
+            f"TASK_PROCESSOR={spec!r}: module {module_name!r} cannot be imported ({error}); "
+            "check the module is in the image (under /app) and its name is spelled right"
+        ) from error
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise SettingsError(
+            f"TASK_PROCESSOR={spec!r}: {module_name!r} has no function {attribute!r}"
+        )
+    return cast("Processor", function)
+
+
+def _parse_size(environ: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    match = _SIZE.match(raw)
+    value = int(match[1]) * _UNITS[(match[2] or "b").lower()] if match else -1
+    if not MIN_PART_SIZE <= value <= MAX_PART_SIZE:
+        problems.append(
+            f"{name}={raw!r} must be a size from 64KiB to 1024MiB, in bytes or with a "
+            "KiB/MiB/GiB suffix (for example 8MiB)"
+        )
+        return default
+    return value
+
+
+def _parse_int(environ: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_CONCURRENCY:
+        problems.append(f"{name}={raw!r} must be a whole number from 1 to {MAX_CONCURRENCY}")
+        return default
+    return int(raw)
+
+
+def _parse_interval(
+    environ: Mapping[str, str], name: str, default: float, problems: list[str]
+) -> float:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:  # beyond an hour progress lines are pointless
+        problems.append(f"{name}={raw!r} must be a number of seconds above 0 and at most 3600")
+        return default
+    return value

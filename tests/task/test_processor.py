@@ -1,0 +1,69 @@
+"""The default processor: size, SHA-256, line count and content type from ordered chunks."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from task.objects import ObjectInfo
+from task.processor import detect_content_type, process
+
+
+def info(key: str = "data.bin", content_type: str | None = "binary/octet-stream") -> ObjectInfo:
+    return ObjectInfo(
+        bucket="b", key=key, size=0, etag='"e"', version_id=None, content_type=content_type
+    )
+
+
+def test_sha256_and_size_match_hashlib_however_the_bytes_are_chunked() -> None:
+    data = bytes(range(256)) * 1000
+    chunks = [data[i : i + 7001] for i in range(0, len(data), 7001)]
+    result = process(iter(chunks), info())
+    assert result["size"] == len(data)
+    assert result["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines"),
+    [
+        ([], 0),
+        ([b"one\ntwo\n"], 2),
+        ([b"one\ntw", b"o"], 2),  # the last line has no newline
+        ([b"\n", b"\n", b""], 2),
+    ],
+)
+def test_lines_are_counted_across_chunk_boundaries(chunks: list[bytes], lines: int) -> None:
+    assert process(iter(chunks), info())["lines"] == lines
+
+
+def test_an_empty_object_has_the_empty_sha256() -> None:
+    result = process(iter([]), info("empty"))
+    assert result == {
+        "size": 0,
+        "sha256": hashlib.sha256(b"").hexdigest(),
+        "lines": 0,
+        "contentType": "application/octet-stream",
+    }
+
+
+@pytest.mark.parametrize(
+    ("head", "key", "declared", "expected"),
+    [
+        (b"%PDF-1.7 ...", "report.txt", None, "application/pdf"),  # content beats the name
+        (b"\x89PNG\r\n\x1a\n....", "x", None, "image/png"),
+        (b"a,b\n1,2\n", "x", "text/csv", "text/csv"),  # the uploader's type beats the name
+        (b"a,b\n1,2\n", "table.csv", "binary/octet-stream", "text/csv"),
+        ("h\u00e9llo".encode(), "notes", None, "text/plain"),
+        (b"\x00\x01\x02", "blob", None, "application/octet-stream"),
+    ],
+)
+def test_content_type_is_sniffed_then_declared_then_guessed_from_the_key(
+    head: bytes, key: str, declared: str | None, expected: str
+) -> None:
+    assert detect_content_type(head, info(key, declared)) == expected
+
+
+def test_text_cut_inside_a_multibyte_character_is_still_text() -> None:
+    head = ("\u00e9" * 10).encode()[:-1]
+    assert detect_content_type(head, info("notes", None)) == "text/plain"
