@@ -20,11 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import boto3
 from botocore.exceptions import ClientError
 
-from jobctl.emulator import emulator_environment, point_at_emulator, running_emulator
+from jobctl.emulator import (
+    EmulatorError,
+    emulator_environment,
+    emulator_process,
+    point_at_emulator,
+)
 from jobctl.evaluate import PROJECT_DIR, Evaluation, ProgramError, evaluate
 from jobctl.runner import load_runner
 
@@ -166,7 +172,7 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
         "volumes": [{"name": v["name"]} for v in task.get("volumes", [])],
     }
     if task.get("ephemeralStorage"):
-        registration["ephemeralStorage"] = {"sizeInGiB": task["ephemeralStorage"]["sizeInGib"]}
+        registration["ephemeralStorage"] = {"sizeInGiB": int(task["ephemeralStorage"]["sizeInGib"])}
     task_definition_arn = ecs.register_task_definition(**registration)["taskDefinition"][
         "taskDefinitionArn"
     ]
@@ -376,17 +382,20 @@ def process_batch(
     docker: bool,
     say: Printer,
 ) -> list[Outcome]:
-    """Upload the files, hand the emulator's events to the runner, run the tasks it started."""
-    outcomes: dict[str, Outcome] = {}
+    """Each file in turn: upload, the emulator's event to the runner, the task, its result."""
+    outcomes: list[Outcome] = []
     for path in paths:
         outcome = upload(pipeline, path)
-        outcomes[outcome.key] = outcome
+        outcomes.append(outcome)
+        say("")
         say(f"upload   s3://{pipeline.bucket}/{outcome.key} ({human_size(outcome.size)})")
-    started = dispatch_events(pipeline, runner, outcomes, say)
-    for key, task_arn in started.items():
-        outcome = outcomes.setdefault(key, Outcome(key=key, size=0, uploaded_at=time.monotonic()))
-        complete_task(pipeline, outcome, task_arn, endpoint=endpoint, docker=docker, say=say)
-    return list(outcomes.values())
+        started = dispatch_events(pipeline, runner, {outcome.key: outcome}, say)
+        for key, task_arn in started.items():
+            if key != outcome.key:  # an event the emulator sent for something else
+                say(f"note     the runner also started {task_arn} for {key}")
+                continue
+            complete_task(pipeline, outcome, task_arn, endpoint=endpoint, docker=docker, say=say)
+    return outcomes
 
 
 def dispatch_events(
@@ -399,8 +408,13 @@ def dispatch_events(
     started: dict[str, str] = {}
     deadline = time.monotonic() + EVENT_WAIT_SECONDS
     for event in receive_events(pipeline.queue_url, len(outcomes), deadline):
-        names = ", ".join(r.get("eventName", "?") for r in event.get("Records", []))
-        say(f"event    {names} → runner")
+        for record in event.get("Records", []):
+            key = unquote_plus(str(record.get("s3", {}).get("object", {}).get("key", "?")))
+            latency = ""
+            if key in outcomes:
+                outcomes[key].event_after = time.monotonic() - outcomes[key].uploaded_at
+                latency = f" {outcomes[key].event_after:.2f} s after the upload"
+            say(f"event    {record.get('eventName', '?')}{latency} → runner (handler.handler)")
         try:
             summary = runner(event, None)
         except Exception as error:  # Lambda would retry it, then dead-letter it
@@ -415,7 +429,6 @@ def dispatch_events(
                 outcomes[key].failure = f"runner skipped it: {reason}"
         for key, task_arn in summary.get("started", {}).items():
             if key in outcomes:
-                outcomes[key].event_after = time.monotonic() - outcomes[key].uploaded_at
                 outcomes[key].task_arn = task_arn
             started[key] = task_arn
     for outcome in outcomes.values():
@@ -483,11 +496,10 @@ def sample_files(directory: Path) -> list[Path]:
 def summarise(outcomes: list[Outcome], say: Printer) -> int:
     failed = [o for o in outcomes if not o.ok]
     ok = len(outcomes) - len(failed)
-    say("")
     say(f"{ok} of {len(outcomes)} uploads processed successfully")
     for outcome in failed:
         say(f"FAILED   {outcome.key}: {outcome.failure or 'no result'}")
-    return 0 if not failed and outcomes else 1
+    return 0 if not failed else 1
 
 
 def watch_paths(folder: Path | None, stdin: bool) -> Iterator[list[Path]]:
@@ -518,6 +530,13 @@ def watch_paths(folder: Path | None, stdin: bool) -> Iterator[list[Path]]:
         time.sleep(1.0)
 
 
+@dataclass
+class DemoResult:
+    exit_code: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    endpoint: str | None = None
+
+
 def run(
     files: list[Path],
     *,
@@ -528,66 +547,110 @@ def run(
     say: Printer = print,
 ) -> int:
     """The demo; returns the process exit code."""
+    return run_demo(files, stack=stack, docker=docker, watch=watch, stdin=stdin, say=say).exit_code
+
+
+def run_demo(
+    files: list[Path],
+    *,
+    stack: str = "dev",
+    overrides: Mapping[str, Any] | None = None,
+    docker: bool = False,
+    watch: Path | None = None,
+    stdin: bool = False,
+    say: Printer = print,
+) -> DemoResult:
+    """The demo, with what happened to each upload; `overrides` replace stack config values."""
     for path in files:
         if not path.is_file():
             say(f"error: {path} is not a file; name files to upload, or none for a sample")
-            return 2
+            return DemoResult(2)
     if watch is not None and not watch.is_dir():
         say(f"error: --watch {watch} is not a folder")
-        return 2
+        return DemoResult(2)
     try:
-        evaluation = evaluate(stack)
+        evaluation = evaluate(stack, overrides)
     except (ProgramError, ValueError) as error:
         say(f"error: the Pulumi program failed for stack {stack!r}: {error}")
-        return 2
+        return DemoResult(2)
 
     saved_env = dict(os.environ)
-    with running_emulator() as endpoint, tempfile.TemporaryDirectory() as scratch:
-        point_at_emulator(os.environ, endpoint)
-        try:
-            say(f"emulator   {endpoint} (moto), stack {stack!r} evaluated offline")
-            pipeline = provision(evaluation, Path(scratch))
-            say(
-                f"provision  bucket {pipeline.bucket}, trigger on {pipeline.upload_prefix!r}, "
-                f"results under {pipeline.result_prefix!r}"
+    try:
+        with emulator_process() as endpoint, tempfile.TemporaryDirectory() as scratch:
+            return _run_on_emulator(
+                evaluation,
+                endpoint,
+                Path(scratch),
+                files=files,
+                stack=stack,
+                docker=docker,
+                watch=watch,
+                stdin=stdin,
+                say=say,
             )
-            say(f"           cluster {pipeline.cluster_arn}")
-            say(f"           task definition {pipeline.task_definition_arn}")
-            if docker:
-                build_image(pipeline, say)
-            runner = load_runner(pipeline.runner_env)
-            say("")
-            if watch is not None or stdin:
-                return _watch(
-                    pipeline,
-                    runner,
-                    endpoint=endpoint,
-                    docker=docker,
-                    folder=watch,
-                    stdin=stdin,
-                    say=say,
-                )
+    except EmulatorError as error:
+        say(f"error: {error}")
+        return DemoResult(1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _run_on_emulator(
+    evaluation: Evaluation,
+    endpoint: str,
+    scratch: Path,
+    *,
+    files: list[Path],
+    stack: str,
+    docker: bool,
+    watch: Path | None,
+    stdin: bool,
+    say: Printer,
+) -> DemoResult:
+    point_at_emulator(os.environ, endpoint)
+    try:
+        say(f"emulator   {endpoint} (moto), stack {stack!r} evaluated offline")
+        pipeline = provision(evaluation, scratch)
+        say(
+            f"provision  bucket {pipeline.bucket}, trigger on {pipeline.upload_prefix!r}, "
+            f"results under {pipeline.result_prefix!r}"
+        )
+        say(f"           cluster {pipeline.cluster_arn}")
+        say(f"           task definition {pipeline.task_definition_arn}")
+        if docker:
+            build_image(pipeline, say)
+        runner = load_runner(pipeline.runner_env)
+        if watch is not None or stdin:
+            outcomes = _watch(
+                pipeline,
+                runner,
+                endpoint=endpoint,
+                docker=docker,
+                folder=watch,
+                stdin=stdin,
+                say=say,
+            )
+        else:
             if not files:
-                files = sample_files(Path(scratch))
-                say(f"no files given: uploading a generated sample of {len(files)} files")
+                files = sample_files(scratch)
+                say(f"\nno files given: uploading a generated sample of {len(files)} files")
             outcomes = process_batch(
                 pipeline, runner, files, endpoint=endpoint, docker=docker, say=say
             )
-            triggered = results_triggered_nothing(pipeline)
-            if triggered:
-                for outcome in outcomes:
-                    outcome.failure = outcome.failure or "a result object started another run"
-            say(
-                f"loop     results under {pipeline.result_prefix!r} started {triggered} runs "
-                "(the upload filter excludes them)"
-            )
-            return summarise(outcomes, say)
-        except DemoError as error:
-            say(f"error: {error}")
-            return 1
-        finally:
-            os.environ.clear()
-            os.environ.update(saved_env)
+        triggered = results_triggered_nothing(pipeline)
+        if triggered:
+            for outcome in outcomes:
+                outcome.failure = outcome.failure or "a result object started another run"
+        say("")
+        say(
+            f"loop     results under {pipeline.result_prefix!r} started {triggered} runs "
+            "(the upload filter excludes them)"
+        )
+        return DemoResult(summarise(outcomes, say), outcomes, endpoint)
+    except DemoError as error:
+        say(f"error: {error}")
+        return DemoResult(1, endpoint=endpoint)
 
 
 def _watch(
@@ -599,7 +662,7 @@ def _watch(
     folder: Path | None,
     stdin: bool,
     say: Printer,
-) -> int:
+) -> list[Outcome]:
     source = "paths from stdin" if stdin else f"new files in {folder}"
     say(f"watching {source}; Ctrl-C to stop (the emulator stays up at {endpoint})")
     outcomes: list[Outcome] = []
@@ -614,4 +677,4 @@ def _watch(
                 )
     except KeyboardInterrupt:
         say("stopped")
-    return summarise(outcomes, say) if outcomes else 0
+    return outcomes

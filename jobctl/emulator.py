@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 
@@ -32,6 +37,60 @@ def running_emulator() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+STARTUP_SECONDS = 30.0
+
+
+class EmulatorError(RuntimeError):
+    """The emulator did not start; the message says what it printed."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def emulator_process() -> Iterator[str]:
+    """moto's server in a child process: its own state, and nothing left once it is stopped.
+
+    The demo uses this rather than `running_emulator` so each run starts from an empty
+    emulator even inside a process that ran one before (moto's state is per process).
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):  # noqa: S310 - our loopback server
+                    break
+            except OSError as error:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    output = child.stderr.read() if child.stderr else ""
+                    raise EmulatorError(
+                        f"the emulator (moto) did not start on {url}: {output or error}"
+                    ) from error
+                time.sleep(0.1)
+        yield url
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if child.stderr:
+            child.stderr.close()
 
 
 def point_at_emulator(environ: MutableMapping[str, str], endpoint_url: str) -> None:
