@@ -285,8 +285,9 @@ def run(
         say(f"error: {error}")
         return 2
     totals = redrive(queues, runner, dry_run=dry_run, limit=limit, say=say)
+    say("")
     say(
-        f"\n{totals.restarted} restarted, {totals.kept} kept after a failed restart, "
+        f"{totals.restarted} restarted, {totals.kept} kept after a failed restart, "
         f"{totals.unreadable} unreadable (left in place)"
     )
     return 0 if totals.kept == 0 and totals.unreadable == 0 else 1

@@ -20,13 +20,21 @@ Runner = Callable[[Any, Any], Any]
 
 
 def load_runner(env: Mapping[str, str]) -> Runner:
-    """Import the handler with the Lambda's environment (it reads its settings at import)."""
-    os.environ.update(env)
+    """Import the handler with the Lambda's environment (it reads its settings at import).
+
+    The environment is this process's own again afterwards: the handler keeps what it read.
+    """
     if str(TASKRUNNER_DIR) not in sys.path:
         sys.path.insert(0, str(TASKRUNNER_DIR))
-    if "handler" in sys.modules:
-        module = importlib.reload(sys.modules["handler"])
-    else:
-        module = importlib.import_module("handler")
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        if "handler" in sys.modules:
+            module = importlib.reload(sys.modules["handler"])
+        else:
+            module = importlib.import_module("handler")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     runner: Runner = module.handler
     return runner
