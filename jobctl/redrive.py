@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 
@@ -101,7 +101,7 @@ def plan(source: Source, message: Mapping[str, Any]) -> Replay:
         condition = (body.get("requestContext") or {}).get("condition", "failed")
         reason = f"{condition}: {response.get('errorMessage', 'no error message')}"
         keys = tuple(
-            str(((r.get("s3") or {}).get("object") or {}).get("key", "?"))
+            unquote_plus(str(((r.get("s3") or {}).get("object") or {}).get("key", "?")))
             for r in event["Records"]
             if isinstance(r, dict)
         )

@@ -188,7 +188,7 @@ def test_a_dry_run_lists_every_message_and_changes_nothing(deployment: Deploymen
     assert code == 0, lines
     text = "\n".join(lines)
     assert (
-        "dead-letter  uploads/a+b.csv: RetriesExhausted: RunTask failures: RESOURCE:MEMORY" in text
+        "dead-letter  uploads/a b.csv: RetriesExhausted: RunTask failures: RESOURCE:MEMORY" in text
     )
     assert "failed-jobs  uploads/été.csv: EssentialContainerExited" in text
     assert "logs: job/job/0f1e2d3c" in text

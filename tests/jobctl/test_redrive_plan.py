@@ -36,7 +36,7 @@ def test_a_dead_letter_record_replays_the_original_s3_event_unchanged() -> None:
     replay = plan("dead-letter", message(record))
     assert replay.event == S3_EVENT
     assert REDRIVE_FIELD not in replay.event
-    assert replay.keys == ("uploads/a+b.csv",)
+    assert replay.keys == ("uploads/a b.csv",)
     assert replay.reason == "RetriesExhausted: RunTask failed for uploads/a b.csv: RESOURCE:MEMORY"
 
 
