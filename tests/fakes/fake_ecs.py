@@ -13,18 +13,28 @@ retry and timeout code. Usage::
         fake.started                # clientToken -> task ARN, one entry per token that started
         fake.calls                  # every RunTask call in order, with the fault it got
 
+    # ECS's Fargate launch rate limit, and faults chosen per call by a function of the test's:
+    with running_fake_ecs(launch_bucket=LaunchBucket(), fault_policy=plan.fault_for) as fake:
+        ...
+
 Behaviour, as in ECS: a RunTask whose clientToken already started a task with the same
 parameters answers with that task and starts nothing; with other parameters it answers
 ConflictException carrying `resourceIds`. A call matched by a fault rule gets that fault
 instead (one rule per call: the first injected rule that matches and has uses left). A delay
 fault sleeps, then handles the call normally, so a call the client gave up on still starts
 its task, as a real timed-out request may.
+
+With a `LaunchBucket`, a RunTask that would start a task takes a token first and, with none
+left, answers ThrottlingException "Rate exceeded" (ECS's documented bucket: burst 100, refilling
+20 launches/s). A call answered with an already-started task launches nothing and takes no token.
+A `fault_policy` is asked for a fault after the injected rules, for calls none of them matched.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -89,6 +99,35 @@ class Fault:
         return cls("delay", seconds=seconds)
 
 
+class LaunchBucket:
+    """ECS's Fargate task-launch rate limit: `burst` tokens, refilling `rate` per second.
+
+    `clock` (seconds, monotonic) may run faster than real time, to scale a test's timeline.
+    Not thread-safe by itself: the fake calls it under its lock.
+    """
+
+    def __init__(
+        self, burst: float = 100, rate: float = 20, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self.refused = 0  # launches answered with ThrottlingException
+
+    def take(self) -> bool:
+        """One launch token if there is one; False (and counted) if the bucket is empty."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.refused += 1
+        return False
+
+
 @dataclass
 class RunTaskCall:
     """One RunTask request as received, and what the fake did with it."""
@@ -96,6 +135,7 @@ class RunTaskCall:
     request: dict[str, Any]
     fault: Fault | None = None
     task_arn: str | None = None  # the task answered with (new or, for a repeated token, old)
+    rate_limited: bool = False  # answered ThrottlingException by the launch bucket
 
     @property
     def client_token(self) -> str | None:
@@ -120,11 +160,21 @@ class _Rule:
     when: Callable[[RunTaskCall], bool] | None
 
 
+FaultPolicy = Callable[[RunTaskCall], Fault | None]
+
+
 class FakeEcs:
     """State and controls of one running fake; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        launch_bucket: LaunchBucket | None = None,
+        fault_policy: FaultPolicy | None = None,
+    ) -> None:
         self.url = ""
+        self.launch_bucket = launch_bucket
+        self._fault_policy = fault_policy  # called under the lock: it must not call the fake
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._rules: list[_Rule] = []
@@ -146,8 +196,10 @@ class FakeEcs:
             self._rules.append(_Rule(fault, times, when))
 
     def clear_faults(self) -> None:
+        """No more faults: injected rules and the fault policy (the launch bucket stays)."""
         with self._lock:
             self._rules.clear()
+            self._fault_policy = None
 
     # --- records ----------------------------------------------------------------------------
 
@@ -203,6 +255,10 @@ class FakeEcs:
                     return 400, {**_error_body("ConflictException", message), "resourceIds": [arn]}
                 call.task_arn = arn
                 return 200, {"tasks": [self._tasks[arn]], "failures": []}
+            if self.launch_bucket is not None and not self.launch_bucket.take():
+                call.rate_limited = True
+                throttled = Fault.throttling()
+                return throttled.status, _error_body(throttled.code, throttled.message)
             task = _task_description(request)
             self._tasks[task["taskArn"]] = task
             if token is not None:
@@ -227,7 +283,7 @@ class FakeEcs:
             if rule.remaining is not None:
                 rule.remaining -= 1
             return rule.fault
-        return None
+        return self._fault_policy(call) if self._fault_policy is not None else None
 
     # --- clients ----------------------------------------------------------------------------
 
@@ -299,13 +355,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a delayed answer never keeps the test process alive
+    # Dozens of clients may connect at once (a load test): the default backlog of 5 would make
+    # the kernel refuse some connections, failures that are the fake's and not the runner's.
+    request_queue_size = 256
     fake: FakeEcs
 
 
 @contextmanager
-def running_fake_ecs() -> Iterator[FakeEcs]:
+def running_fake_ecs(
+    *, launch_bucket: LaunchBucket | None = None, fault_policy: FaultPolicy | None = None
+) -> Iterator[FakeEcs]:
     """Serve a fresh FakeEcs on 127.0.0.1 (OS-chosen port); always stopped on exit."""
-    fake = FakeEcs()
+    fake = FakeEcs(launch_bucket=launch_bucket, fault_policy=fault_policy)
     server = _Server(("127.0.0.1", 0), _Handler)
     server.fake = fake
     host, port = server.server_address[:2]
