@@ -13,6 +13,7 @@ from infra.policies import (
     allow,
     log_group_resources,
     policy_document,
+    role_with_policy,
     service_trust_policy,
 )
 
@@ -148,31 +149,21 @@ class JobDefinition(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.execution_role = aws.iam.Role(
+        self.execution_role, execution_permissions = role_with_policy(
             f"{name}-execution",
             description="ECS pulls the job image and ships its logs with this role",
-            assume_role_policy=ecs_tasks_trust_policy(context),
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        execution_permissions = aws.iam.RolePolicy(
-            f"{name}-execution",
-            role=self.execution_role.id,
+            trust_policy=ecs_tasks_trust_policy(context),
             policy=execution_policy(repository_arn, self.log_group.arn),
-            opts=pulumi.ResourceOptions(parent=self),
+            tags=tags,
+            parent=self,
         )
-        self.task_role = aws.iam.Role(
+        self.task_role, task_permissions = role_with_policy(
             f"{name}-task",
             description="The job's own identity: read uploads, write results",
-            assume_role_policy=ecs_tasks_trust_policy(context),
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        task_permissions = aws.iam.RolePolicy(
-            f"{name}-task",
-            role=self.task_role.id,
+            trust_policy=ecs_tasks_trust_policy(context),
             policy=task_policy(bucket_arn, settings),
-            opts=pulumi.ResourceOptions(parent=self),
+            tags=tags,
+            parent=self,
         )
         self.task_definition = aws.ecs.TaskDefinition(
             name,

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 Statement = Mapping[str, Any]
 
@@ -60,3 +61,26 @@ def log_group_resources(log_group_arn: pulumi.Input[str]) -> list[pulumi.Output[
         pulumi.Output.from_input(log_group_arn),
         pulumi.Output.concat(log_group_arn, ":log-stream:*"),
     ]
+
+
+def role_with_policy(
+    name: str,
+    *,
+    description: str,
+    trust_policy: pulumi.Input[str],
+    policy: pulumi.Input[str],
+    tags: dict[str, str],
+    parent: pulumi.Resource,
+) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+    """A role and its one inline policy: what it may do is readable in one place."""
+    role = aws.iam.Role(
+        name,
+        description=description,
+        assume_role_policy=trust_policy,
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    permissions = aws.iam.RolePolicy(
+        name, role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=parent)
+    )
+    return role, permissions

@@ -15,7 +15,13 @@ import pulumi_aws as aws
 
 from infra.aws_context import AwsContext
 from infra.config import Settings
-from infra.policies import allow, log_group_resources, policy_document, service_trust_policy
+from infra.policies import (
+    allow,
+    log_group_resources,
+    policy_document,
+    role_with_policy,
+    service_trust_policy,
+)
 
 RUNTIME = "python3.13"
 HANDLER = "handler.handler"
@@ -126,20 +132,15 @@ class TaskRunner(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        role = aws.iam.Role(
+        role, permissions = role_with_policy(
             f"{name}-role",
             description="The runner Lambda: start the job's Fargate tasks, nothing else",
-            assume_role_policy=service_trust_policy("lambda.amazonaws.com"),
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        permissions = aws.iam.RolePolicy(
-            f"{name}-role",
-            role=role.id,
+            trust_policy=service_trust_policy("lambda.amazonaws.com"),
             policy=runner_policy(
                 settings, context, target, self.log_group.arn, self.dead_letter_queue.arn
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            tags=tags,
+            parent=self,
         )
         self.function = aws.lambda_.Function(
             name,
