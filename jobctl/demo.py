@@ -305,20 +305,26 @@ def run_task(
 
 
 def _describe_log_line(line: str) -> str:
+    """The task's JSON log line, shortened for a person watching."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError:
-        return line.strip()
+        record = None
     if not isinstance(record, dict):
         return line.strip()
-    what = record.get("event") or record.get("message") or record.get("msg") or ""
-    details = ", ".join(
-        f"{k}={v}"
-        for k, v in record.items()
-        if k not in {"event", "message", "msg", "timestamp", "time", "level", "bucket", "key"}
-        and not isinstance(v, (dict, list))
-    )
-    return f"{what} {details}".strip()
+    event = record.get("event")
+    if event == "start":
+        return (
+            f"start     {human_size(record.get('size', 0))}, up to {record.get('concurrency')} "
+            f"ranges of {human_size(record.get('partSize', 0))} in parallel"
+        )
+    if event == "progress":
+        return f"progress  {record.get('percent')} % at {record.get('mbPerSecond')} MB/s"
+    if event == "finish":
+        return f"finish    {record.get('seconds')} s, {record.get('mbPerSecond')} MB/s"
+    if event == "failed":
+        return f"failed    {record.get('reason')}: {record.get('error')}"
+    return line.strip()
 
 
 class _Ticker:
