@@ -387,9 +387,14 @@ def process_batch(
     endpoint: str,
     docker: bool,
     say: Printer,
+    outcomes: list[Outcome] | None = None,
 ) -> list[Outcome]:
-    """Each file in turn: upload, the emulator's event to the runner, the task, its result."""
-    outcomes: list[Outcome] = []
+    """Each file in turn: upload, the emulator's event to the runner, the task, its result.
+
+    Outcomes are appended to `outcomes` as they start, so a Ctrl-C in watch mode still
+    reports the file it interrupted.
+    """
+    outcomes = [] if outcomes is None else outcomes
     for path in paths:
         outcome = upload(pipeline, path)
         outcomes.append(outcome)
@@ -678,8 +683,14 @@ def _watch(
             for missing in set(batch) - set(existing):
                 say(f"skipped  {missing}: not a file")
             if existing:
-                outcomes += process_batch(
-                    pipeline, runner, existing, endpoint=endpoint, docker=docker, say=say
+                process_batch(
+                    pipeline,
+                    runner,
+                    existing,
+                    endpoint=endpoint,
+                    docker=docker,
+                    say=say,
+                    outcomes=outcomes,
                 )
     except KeyboardInterrupt:
         say("stopped")

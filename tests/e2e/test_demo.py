@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -170,3 +171,34 @@ def test_help_explains_every_option() -> None:
     )
     for option in ("files", "--stack", "--watch", "--stdin", "--docker"):
         assert option in done.stdout
+
+
+def test_watch_mode_processes_files_dropped_into_the_folder_until_ctrl_c(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jobctl", "demo", "--watch", str(inbox)],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in child.stdout:  # bounded by the timeout below via kill in finally
+            seen.append(line)
+            if line.startswith("watching"):
+                write(inbox, "dropped file.txt", b"dropped\n")
+            if line.startswith("result"):
+                child.send_signal(signal.SIGINT)
+                break
+        rest, _ = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    output = "".join(seen) + rest
+    assert child.returncode == 0, output
+    assert "uploads/dropped file.txt" in output
+    assert "1 of 1 uploads processed successfully" in output
