@@ -14,6 +14,7 @@ from infra.job import CONTAINER_NAME, LOG_STREAM_PREFIX
 
 RETENTION_SECONDS = 14 * 24 * 3600
 SUCCESSFUL_STOP = "EssentialContainerExited"
+LOG_STREAM_TASK_ID = "{task id}"
 
 
 def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
@@ -55,7 +56,9 @@ def failed_job_message(log_group_name: str) -> str:
         # The upload (S3_BUCKET, S3_KEY, S3_VERSION_ID) as the runner passed it.
         '"environment": <environment>,'
         f'"logGroup": "{log_group_name}",'
-        f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/<task id, the last part of taskArn>",'
+        # EventBridge cannot cut the id out of the ARN; "{task id}" marks where it goes (angle
+        # brackets would be read as a placeholder). `jobctl redrive --dry-run` fills it in.
+        f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{LOG_STREAM_TASK_ID}",'
         '"replay": "python -m jobctl redrive --stack <stack>"'
         "}"
     )

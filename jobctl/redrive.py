@@ -124,9 +124,7 @@ def plan(source: Source, message: Mapping[str, Any]) -> Replay:
     reason = (
         f"{body.get('stopCode', '?')}: {body.get('stoppedReason', '?')} (exit code {exit_code})"
     )
-    log_stream = str(body.get("logStream", "")).replace(
-        "<task id, the last part of taskArn>", task_id
-    )
+    log_stream = str(body.get("logStream", "")).replace("{task id}", task_id)
     return Replay(
         source, message_id, str(message["ReceiptHandle"]), event, (key,), reason, log_stream
     )

@@ -129,7 +129,7 @@ def failed_job_message(cluster_arn: str, key: str) -> str:
                 {"name": "S3_BUCKET", "value": "uploads-bucket"},
                 {"name": "S3_KEY", "value": key},
             ],
-            "logStream": "job/job/<task id, the last part of taskArn>",
+            "logStream": "job/job/{task id}",
         }
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -95,6 +96,8 @@ def test_the_failed_job_message_names_the_upload_reason_exit_code_task_and_log_s
     template = transformer["inputTemplate"]
     for placeholder in ("<taskArn>", "<stoppedReason>", "<exitCode>", "<environment>"):
         assert placeholder in template
+    # Every <...> in the template is an input path EventBridge can fill, or it rejects the target.
+    assert set(re.findall(r"<([^<>]*)>", template)) == set(FAILED_JOB_PATHS)
     filled = template
     for name in FAILED_JOB_PATHS:
         filled = filled.replace(f"<{name}>", "[]" if name == "environment" else "x")

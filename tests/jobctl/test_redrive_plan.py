@@ -51,7 +51,7 @@ def failed_job(**overrides: Any) -> dict[str, Any]:
             {"name": "S3_KEY", "value": "uploads/rapport été 2026.csv"},
             {"name": "S3_VERSION_ID", "value": "v42"},
         ],
-        "logStream": "job/job/<task id, the last part of taskArn>",
+        "logStream": "job/job/{task id}",
     }
     body.update(overrides)
     return body
