@@ -80,12 +80,6 @@ class Evaluation:
             raise LookupError(f"expected exactly one {type_} named *{suffix}, found {len(found)}")
         return found[0]
 
-    def by_urn(self, urn: str) -> DeclaredResource:
-        for resource in self.resources:
-            if resource.urn == urn:
-                return resource
-        raise LookupError(urn)
-
     def __iter__(self) -> Iterator[DeclaredResource]:
         return iter(self.resources)
 
