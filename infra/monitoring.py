@@ -190,69 +190,57 @@ class FailureMonitoring(pulumi.ComponentResource):
             "failed_jobs": self.failed_jobs_queue.name,
             "undeliverable": undeliverable.name,
         }
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-work-waiting",
-            alarm_description=(
-                "Uploads wait for a person: the runner's dead-letter queue or the failed-jobs "
-                "queue holds messages. Inspect and replay with `python -m jobctl redrive`."
-            ),
-            comparison_operator="GreaterThanThreshold",
-            threshold=0,
-            evaluation_periods=1,
-            treat_missing_data="notBreaching",
-            metric_queries=[
-                *(
-                    _metric(
-                        query_id,
-                        "AWS/SQS",
-                        "ApproximateNumberOfMessagesVisible",
-                        {"QueueName": queue_name},
-                        "Maximum",
-                    )
-                    for query_id, queue_name in queues.items()
-                ),
-                aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                    id="waiting",
-                    expression=" + ".join(queues),
-                    label="Messages waiting",
-                    return_data=True,
-                ),
-            ],
-            alarm_actions=[self.alert_topic.arn],
-            tags=tags,
-            opts=child,
+
+        def alarm_when_any(
+            suffix: str,
+            description: str,
+            label: str,
+            metrics: dict[str, tuple[str, str, dict[str, pulumi.Input[str]], str]],
+        ) -> None:
+            """An alarm as soon as the sum of `metrics` is above zero for one minute."""
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{suffix}",
+                alarm_description=description,
+                comparison_operator="GreaterThanThreshold",
+                threshold=0,
+                evaluation_periods=1,
+                treat_missing_data="notBreaching",
+                metric_queries=[
+                    *(_metric(query_id, *metric) for query_id, metric in metrics.items()),
+                    aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                        id="total", expression=" + ".join(metrics), label=label, return_data=True
+                    ),
+                ],
+                alarm_actions=[self.alert_topic.arn],
+                tags=tags,
+                opts=child,
+            )
+
+        alarm_when_any(
+            "work-waiting",
+            "Uploads wait for a person: the runner's dead-letter queue or the failed-jobs queue "
+            "holds messages. Inspect and replay with `python -m jobctl redrive`.",
+            "Messages waiting",
+            {
+                query_id: (
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    {"QueueName": queue},
+                    "Maximum",
+                )
+                for query_id, queue in queues.items()
+            },
         )
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-runner-failing",
-            alarm_description=(
-                "The runner Lambda reports errors or throttles: uploads are being retried and "
-                "may reach the dead-letter queue. Check its log group."
-            ),
-            comparison_operator="GreaterThanThreshold",
-            threshold=0,
-            evaluation_periods=1,
-            treat_missing_data="notBreaching",
-            metric_queries=[
-                _metric(
-                    "errors", "AWS/Lambda", "Errors", {"FunctionName": runner_function_name}, "Sum"
-                ),
-                _metric(
-                    "throttles",
-                    "AWS/Lambda",
-                    "Throttles",
-                    {"FunctionName": runner_function_name},
-                    "Sum",
-                ),
-                aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                    id="failing",
-                    expression="errors + throttles",
-                    label="Errors and throttles",
-                    return_data=True,
-                ),
-            ],
-            alarm_actions=[self.alert_topic.arn],
-            tags=tags,
-            opts=child,
+        function = {"FunctionName": runner_function_name}
+        alarm_when_any(
+            "runner-failing",
+            "The runner Lambda reports errors or throttles: uploads are being retried and may "
+            "reach the dead-letter queue. Check its log group.",
+            "Errors and throttles",
+            {
+                "errors": ("AWS/Lambda", "Errors", function, "Sum"),
+                "throttles": ("AWS/Lambda", "Throttles", function, "Sum"),
+            },
         )
         self.register_outputs(
             {

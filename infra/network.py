@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -54,41 +55,40 @@ class Network(pulumi.ComponentResource):
         if settings.vpc_id is not None:
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.subnet_ids = pulumi.Output.from_input(list(settings.subnet_ids))
-        elif settings.network_mode == "public":
-            vpc = awsx.ec2.Vpc(
-                f"{name}-vpc",
-                number_of_availability_zones=AVAILABILITY_ZONES,
-                subnet_specs=[awsx.ec2.SubnetSpecArgs(type=awsx.ec2.SubnetType.PUBLIC)],
-                nat_gateways=awsx.ec2.NatGatewayConfigurationArgs(
-                    strategy=awsx.ec2.NatGatewayStrategy.NONE
-                ),
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            self.vpc_id = vpc.vpc_id
-            self.subnet_ids = vpc.public_subnet_ids
         else:
-            # Isolated subnets have no route to the internet at all; the endpoints below are the
-            # only way out, which is what "private without NAT" means.
+            public = settings.network_mode == "public"
+            # Private: isolated subnets have no route to the internet at all; the endpoints
+            # are the only way out, which is what "private without NAT" means.
+            private_only: dict[str, Any] = (
+                {}
+                if public
+                else {
+                    "enable_dns_hostnames": True,  # private DNS on interface endpoints needs both
+                    "enable_dns_support": True,
+                    # Auto: awsx attaches the gateway endpoint to the VPC's route tables and gives
+                    # interface endpoints the isolated subnets and a security group admitting HTTPS
+                    # from the VPC's CIDR only.
+                    "vpc_endpoint_strategy": awsx.ec2.VpcEndpointStrategy.AUTO,
+                    "vpc_endpoint_specs": endpoint_specs(),
+                }
+            )
             vpc = awsx.ec2.Vpc(
                 f"{name}-vpc",
                 number_of_availability_zones=AVAILABILITY_ZONES,
-                subnet_specs=[awsx.ec2.SubnetSpecArgs(type=awsx.ec2.SubnetType.ISOLATED)],
+                subnet_specs=[
+                    awsx.ec2.SubnetSpecArgs(
+                        type=awsx.ec2.SubnetType.PUBLIC if public else awsx.ec2.SubnetType.ISOLATED
+                    )
+                ],
                 nat_gateways=awsx.ec2.NatGatewayConfigurationArgs(
                     strategy=awsx.ec2.NatGatewayStrategy.NONE
                 ),
-                enable_dns_hostnames=True,  # required by private DNS on interface endpoints
-                enable_dns_support=True,
-                # Auto: awsx attaches the gateway endpoint to the VPC's route tables and gives
-                # interface endpoints the isolated subnets and a security group admitting HTTPS
-                # from the VPC's CIDR only.
-                vpc_endpoint_strategy=awsx.ec2.VpcEndpointStrategy.AUTO,
-                vpc_endpoint_specs=endpoint_specs(),
                 tags=tags,
                 opts=pulumi.ResourceOptions(parent=self),
+                **private_only,
             )
             self.vpc_id = vpc.vpc_id
-            self.subnet_ids = vpc.isolated_subnet_ids
+            self.subnet_ids = vpc.public_subnet_ids if public else vpc.isolated_subnet_ids
 
         security_group = aws.ec2.SecurityGroup(
             f"{name}-tasks",
