@@ -191,7 +191,6 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
     (container,) = containers
     container_env = {e["name"]: e["value"] for e in container.get("environment", [])}
     container_env["TMPDIR"] = str(scratch_dir)  # the writable scratch volume, here a temp dir
-    architecture = task["runtimePlatform"]["cpuArchitecture"]
     return Pipeline(
         bucket=bucket,
         upload_prefix=outputs["uploadPrefix"],
@@ -202,7 +201,8 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
         container_name=container["name"],
         runner_env=runner_env,
         container_env=container_env,
-        platform={"X86_64": "linux/amd64", "ARM64": "linux/arm64"}[architecture],
+        # The platform the program builds the image for, from the same setting as the task's.
+        platform=_declared(evaluation, "docker:index/image:Image")["build"]["platform"],
     )
 
 
@@ -481,10 +481,8 @@ def results_triggered_nothing(pipeline: Pipeline) -> int:
     triggered = 0
     for event in receive_events(pipeline.queue_url, 1, time.monotonic() + 1.5):
         for record in event.get("Records", []):
-            key = record.get("s3", {}).get("object", {}).get("key", "")
-            if key.startswith(pipeline.result_prefix.replace("/", "%2F")) or key.startswith(
-                pipeline.result_prefix
-            ):
+            key = unquote_plus(str(record.get("s3", {}).get("object", {}).get("key", "")))
+            if key.startswith(pipeline.result_prefix):
                 triggered += 1
     return triggered
 

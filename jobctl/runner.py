@@ -11,10 +11,14 @@ from typing import Any
 from jobctl.evaluate import PROJECT_DIR
 
 TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
+# The Lambda package's modules are top-level, as in its zip.
+if str(TASKRUNNER_DIR) not in sys.path:
+    sys.path.insert(0, str(TASKRUNNER_DIR))
 
-# The event field the redrive adds when a failed task's upload must start a *new* task: the
-# runner folds it into the idempotency token (taskrunner/upload_events.py, REDRIVE_FIELD).
-REDRIVE_FIELD = "redriveOf"
+# The event field the redrive adds so that a failed task's upload starts a *new* task.
+from upload_events import REDRIVE_FIELD  # noqa: E402 - needs the path above
+
+__all__ = ["REDRIVE_FIELD", "TASKRUNNER_DIR", "Runner", "load_runner"]
 
 Runner = Callable[[Any, Any], Any]
 
@@ -24,8 +28,6 @@ def load_runner(env: Mapping[str, str]) -> Runner:
 
     The environment is this process's own again afterwards: the handler keeps what it read.
     """
-    if str(TASKRUNNER_DIR) not in sys.path:
-        sys.path.insert(0, str(TASKRUNNER_DIR))
     saved = dict(os.environ)
     os.environ.update(env)
     try:
