@@ -49,6 +49,9 @@ EPHEMERAL_STORAGE_GIB = (21, 200)
 MAX_EVENT_AGE_SECONDS = (60, 21600)  # Lambda's bounds for asynchronous event age
 KEEP_IMAGES = (1, 1000)
 TASK_TIMEOUT_MINUTES = (1, 43200)  # up to 30 days; 0 means no limit
+# From the dead-letter queues' retention (14 days, so a replayed upload can still read the
+# version it names) to 100 years; 0 keeps every version.
+NONCURRENT_VERSION_DAYS = (14, 36500)
 
 # Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
 CONFIG_KEYS: tuple[str, ...] = (
@@ -68,6 +71,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "forceDestroy",
     "protect",
     "bucketVersioning",
+    "noncurrentVersionDays",
     "containerInsights",
     "keepImages",
     "tags",
@@ -107,6 +111,7 @@ class Settings:
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     alert_email: str | None = None
     task_timeout_minutes: int | None = None
+    noncurrent_version_days: int | None = None  # None: keep every noncurrent version
 
     @property
     def name_prefix(self) -> str:
@@ -326,6 +331,16 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
             "taskTimeoutMinutes", timeout, TASK_TIMEOUT_MINUTES, "0 (no limit) or a limit that"
         )
 
+    noncurrent_days = _integer(raw, "noncurrentVersionDays")
+    low, high = NONCURRENT_VERSION_DAYS
+    if noncurrent_days != 0 and not low <= noncurrent_days <= high:
+        raise _fail(
+            "noncurrentVersionDays",
+            noncurrent_days,
+            f"0 keeps every version; otherwise the days must be between {low} (the dead-letter "
+            f"queues' retention, so a replayed upload can still read its version) and {high}",
+        )
+
     return Settings(
         project=project,
         stack=stack,
@@ -357,6 +372,7 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
         tags=_tags(raw, project, stack),
         alert_email=alert_email,
         task_timeout_minutes=timeout or None,
+        noncurrent_version_days=noncurrent_days or None,
     )
 
 

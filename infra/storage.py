@@ -1,4 +1,4 @@
-"""The upload bucket: private, encrypted, TLS-only."""
+"""The upload bucket: private, encrypted, TLS-only, and cleaning up after itself."""
 
 from __future__ import annotations
 
@@ -6,6 +6,41 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import Settings
+
+# An interrupted multipart upload keeps its parts, billed and invisible in listings, until
+# aborted; a week leaves any real upload time to finish.
+ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 7
+
+
+def lifecycle_rules(settings: Settings) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
+    """What S3 deletes by itself: abandoned multipart uploads; with versioning, old versions
+    after `noncurrentVersionDays` and the delete markers left with no version behind them."""
+    whole_bucket = aws.s3.BucketLifecycleConfigurationRuleFilterArgs()
+    rules = [
+        aws.s3.BucketLifecycleConfigurationRuleArgs(
+            id="abort-incomplete-multipart-uploads",
+            status="Enabled",
+            filter=whole_bucket,
+            abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                days_after_initiation=ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS
+            ),
+        )
+    ]
+    if settings.bucket_versioning and settings.noncurrent_version_days:
+        rules.append(
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-noncurrent-versions",
+                status="Enabled",
+                filter=whole_bucket,
+                noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    noncurrent_days=settings.noncurrent_version_days
+                ),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
+                    expired_object_delete_marker=True
+                ),
+            )
+        )
+    return rules
 
 
 class UploadBucket(pulumi.ComponentResource):
@@ -68,6 +103,14 @@ class UploadBucket(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption]),
                 )
             )
+        self.configured.append(
+            aws.s3.BucketLifecycleConfiguration(
+                f"{name}-lifecycle",
+                bucket=self.bucket.id,
+                rules=lifecycle_rules(settings),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.configured)),
+            )
+        )
         self.configured.append(
             aws.s3.BucketPolicy(
                 f"{name}-tls-only",

@@ -180,3 +180,16 @@ def test_stack_files_set_only_declared_keys(stack: str) -> None:
     values = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
     ours = {k.split(":", 1)[1] for k in values if k.startswith("s3-fargate-jobs:")}
     assert ours <= set(CONFIG_KEYS)
+
+
+@pytest.mark.parametrize("days", ["7", "-1", "36501"])
+def test_noncurrent_version_days_shorter_than_a_redrive_or_absurd_are_rejected(days: str) -> None:
+    message = error_for(noncurrentVersionDays=days)
+    assert "noncurrentVersionDays" in message
+    assert "0 keeps every version" in message
+    assert "between 14 (the dead-letter queues' retention" in message
+
+
+def test_noncurrent_version_days_zero_keeps_every_version() -> None:
+    assert parse(noncurrentVersionDays="0").noncurrent_version_days is None
+    assert parse(noncurrentVersionDays="14").noncurrent_version_days == 14

@@ -260,6 +260,43 @@ def test_versioning_force_destroy_and_protect_follow_the_stack(
     assert versioning["versioningConfiguration"]["status"] == "Enabled"
 
 
+LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+
+
+def lifecycle_rules(stack: Evaluation) -> dict[str, dict[str, Any]]:
+    lifecycle = stack.one(LIFECYCLE)
+    assert lifecycle.inputs["bucket"] == stack.one(BUCKET).outputs["id"]
+    return {rule["id"]: rule for rule in lifecycle.inputs["rules"]}
+
+
+def test_every_bucket_aborts_abandoned_multipart_uploads_after_a_week(stack: Evaluation) -> None:
+    rule = lifecycle_rules(stack)["abort-incomplete-multipart-uploads"]
+    assert rule["status"] == "Enabled"
+    assert rule["filter"] == {}, "the rule must cover the whole bucket"
+    assert rule["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 7}
+
+
+def test_a_versioned_bucket_expires_old_versions_after_the_configured_days(
+    dev: Evaluation, prod: Evaluation
+) -> None:
+    assert "expire-noncurrent-versions" not in lifecycle_rules(dev), "dev is not versioned"
+    rule = lifecycle_rules(prod)["expire-noncurrent-versions"]
+    assert rule["status"] == "Enabled"
+    assert rule["filter"] == {}
+    assert rule["noncurrentVersionExpiration"] == {
+        "noncurrentDays": int(config(prod, "noncurrentVersionDays"))
+    }
+    assert rule["expiration"] == {"expiredObjectDeleteMarker": True}
+    # S3 answers OperationAborted to concurrent writes of one bucket's configuration.
+    versioning = prod.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.urn in prod.one(LIFECYCLE).dependencies
+
+
+def test_no_noncurrent_version_days_keeps_every_version() -> None:
+    stack = evaluate("prod", {"noncurrentVersionDays": 0})
+    assert set(lifecycle_rules(stack)) == {"abort-incomplete-multipart-uploads"}
+
+
 def test_the_dead_letter_queue_is_the_encrypted_on_failure_destination(
     stack: Evaluation,
 ) -> None:
