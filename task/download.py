@@ -139,8 +139,10 @@ def iter_chunks(
                 yield chunks.popleft()
     finally:
         cancel.set()
-        # Running fetches notice `cancel` within one read; queued ones never start.
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Queued ranges never start; running ones notice `cancel` within one read. Not waiting
+        # for them: one stuck on a stalled connection would hold a stopping task for minutes
+        # of botocore timeouts and retries (`python -m task` exits without joining them).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _fetch(

@@ -8,10 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from task.exit_codes import ExitCode
+from tests.fakes.stalling_s3 import Stall, stalling_s3
 from tests.task.conftest import SMALL_PART, log_lines, read_result, result_keys
 
 if TYPE_CHECKING:
@@ -115,6 +119,36 @@ def test_sigterm_stops_the_task_promptly_with_a_log_line_and_no_result(
     line = log_lines(rest)[-1]
     assert (line["event"], line["reason"]) == ("failed", "STOPPED")
     assert result_keys(s3, bucket) == []
+
+
+@pytest.mark.parametrize("stall", list(Stall), ids=[stall.name.lower() for stall in Stall])
+def test_sigterm_stops_the_task_promptly_even_while_s3_has_stopped_answering(
+    emulator_env: str, stall: Stall
+) -> None:
+    with stalling_s3(stall) as url:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "task"],
+            cwd=REPO,
+            env=task_env(S3_BUCKET="stalled", S3_KEY="object", AWS_ENDPOINT_URL=url),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        try:
+            start: dict[str, Any] = json.loads(child.stdout.readline())
+            assert start["event"] == "start"
+            time.sleep(0.5)  # every range is now hanging
+            stopped_at = time.monotonic()
+            child.send_signal(signal.SIGTERM)
+            rest, _ = child.communicate(timeout=TIMEOUT)
+            took = time.monotonic() - stopped_at
+        finally:
+            child.kill()
+    # Fargate kills the container 30 s after SIGTERM, and then there is no log line.
+    assert took < 5, f"took {took:.1f} s to stop"
+    assert child.returncode == int(ExitCode.STOPPED)
+    line = log_lines(rest)[-1]
+    assert (line["event"], line["reason"]) == ("failed", "STOPPED")
 
 
 def test_a_task_past_its_time_limit_stops_with_timed_out_and_no_result(
