@@ -9,6 +9,8 @@ import pytest
 from task.objects import ObjectInfo
 from task.processor import detect_content_type, process
 
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
 
 def info(key: str = "data.bin", content_type: str | None = "binary/octet-stream") -> ObjectInfo:
     return ObjectInfo(
@@ -56,6 +58,17 @@ def test_an_empty_object_has_the_empty_sha256() -> None:
         (b"a,b\n1,2\n", "table.csv", "binary/octet-stream", "text/csv"),
         ("h\u00e9llo".encode(), "notes", None, "text/plain"),
         (b"\x00\x01\x02", "blob", None, "application/octet-stream"),
+        # A zip signature names the container; the declared type or the name says which one.
+        (b"PK\x03\x04....", "report.docx", None, DOCX),
+        (b"PK\x03\x04....", "upload", DOCX, DOCX),
+        (b"PK\x03\x04....", "archive", None, "application/zip"),
+        (b"PK\x03\x04....", "notes.txt", None, "application/zip"),
+        # Signatures that are also words count only when the bytes are not text.
+        (b"BZh is also a word\n", "notes", None, "text/plain"),
+        (b"BZh91AY&SY\x00\x01", "x", None, "application/x-bzip2"),
+        (b"PAR1,2,3\n", "table.csv", "text/csv", "text/csv"),
+        (b"PAR1\x15\x04\x15\x00\x8c", "x", None, "application/vnd.apache.parquet"),
+        (b"a,b\n", "data:report.csv", None, "text/csv"),  # not a data: URL
     ],
 )
 def test_content_type_is_sniffed_then_declared_then_guessed_from_the_key(
