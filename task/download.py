@@ -22,6 +22,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     EndpointConnectionError,
     IncompleteReadError,
+    ParamValidationError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
@@ -50,6 +51,10 @@ class DownloadError(Exception):
 
 class ObjectUnavailableError(DownloadError):
     """The object or version does not exist, or this task's role may not read it."""
+
+
+class RequestRejectedError(DownloadError):
+    """The SDK refused to send the request: the bucket name, key or version id is malformed."""
 
 
 class ObjectChangedError(DownloadError):
@@ -92,6 +97,8 @@ def describe_object(
         head = client.head_object(**kwargs)
     except ClientError as error:
         raise _translate(error, bucket, key, version_id) from error
+    except ParamValidationError as error:  # sent nowhere: retrying cannot help
+        raise RequestRejectedError(f"s3://{bucket}/{key} cannot be asked for: {error}") from error
     except BotoCoreError as error:  # no credentials, endpoint unreachable after retries
         raise DownloadError(f"asking S3 about s3://{bucket}/{key} failed: {error}") from error
     return ObjectInfo(
@@ -201,6 +208,11 @@ def _check_response(response: Any, obj: ObjectInfo, part: Part) -> None:
             f"(ETag {obj.etag} at start, {response.get('ETag')} now)"
         )
     expected_range = f"bytes {part.start}-{part.end}/{obj.size}"
+    if response.get("ContentRange") is None:
+        raise DownloadError(
+            f"asked for {expected_range!r} of s3://{obj.bucket}/{obj.key}, got no Content-Range: "
+            "the server ignored the Range header, and ranged reads need one that honours it"
+        )
     if response.get("ContentRange") != expected_range:
         raise DownloadError(
             f"asked for {expected_range!r} of s3://{obj.bucket}/{obj.key}, "

@@ -23,6 +23,7 @@ from task.download import (
     DownloadError,
     ObjectChangedError,
     ObjectUnavailableError,
+    RequestRejectedError,
     describe_object,
     iter_chunks,
 )
@@ -264,27 +265,10 @@ def _classify(
     where = f"s3://{settings.bucket}/{settings.key}"
     if settings.version_id:
         where += f" (version {settings.version_id})"
-    if isinstance(error, ObjectUnavailableError):
-        return _fail(
-            ExitCode.OBJECT_UNAVAILABLE,
-            str(error),
-            f"that {where} still exists (it may have been deleted after the upload) and that "
-            "the task role allows s3:GetObject and s3:GetObjectVersion on it",
-        )
-    if isinstance(error, ObjectChangedError):
-        return _fail(
-            ExitCode.OBJECT_CHANGED,
-            str(error),
-            "nothing to fix: the overwrite has its own upload event and task; enable bucket "
-            "versioning so every task reads the version it was started for",
-        )
-    if isinstance(error, DownloadError):
-        return _fail(
-            ExitCode.DOWNLOAD_FAILED,
-            str(error),
-            "S3 throttling (503 SlowDown), the network path to S3 (NAT / VPC endpoint) and "
-            "the task role's credentials; the task can be retried",
-        )
+    known = _known_failure(error, where)
+    if known is not None:
+        code, check = known
+        return _fail(code, str(error), check)
     if phase == "write":
         return _fail(
             ExitCode.RESULT_NOT_WRITTEN,
@@ -306,6 +290,35 @@ def _classify(
         "the traceback in this line; AWS_REGION / AWS_ENDPOINT_URL and the task role",
         traceback="".join(traceback.format_exception(error)),
     )
+
+
+def _known_failure(error: Exception, where: str) -> tuple[ExitCode, str] | None:
+    """The exit code and what to check for the download's own errors; None for others."""
+    if isinstance(error, ObjectUnavailableError):
+        return (
+            ExitCode.OBJECT_UNAVAILABLE,
+            f"that {where} still exists (it may have been deleted after the upload) and that "
+            "the task role allows s3:GetObject and s3:GetObjectVersion on it",
+        )
+    if isinstance(error, RequestRejectedError):
+        return (
+            ExitCode.BAD_SETTINGS,
+            "S3_BUCKET, S3_KEY and S3_VERSION_ID as the runner passed them: a bucket name S3 "
+            "accepts, a non-empty key, a version id from S3",
+        )
+    if isinstance(error, ObjectChangedError):
+        return (
+            ExitCode.OBJECT_CHANGED,
+            "nothing to fix: the overwrite has its own upload event and task; enable bucket "
+            "versioning so every task reads the version it was started for",
+        )
+    if isinstance(error, DownloadError):
+        return (
+            ExitCode.DOWNLOAD_FAILED,
+            "S3 throttling (503 SlowDown), the network path to S3 (NAT / VPC endpoint) and "
+            "the task role's credentials; the task can be retried",
+        )
+    return None
 
 
 def _fail(code: ExitCode, error: str, check: str, level: str = "error", **extra: Any) -> ExitCode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -16,10 +17,13 @@ DEFAULT_CONCURRENCY = 6  # 6 x 8 MiB in flight: ~500 MB/s from S3, peak RSS ~130
 MIN_PART_SIZE = 64 * 1024  # smaller ranges only multiply requests; tests use this floor
 MAX_PART_SIZE = 1024 * MIB
 MAX_CONCURRENCY = 64
+MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
+MAX_TIMEOUT = 30 * 24 * 3600  # the infrastructure's longest limit, 43200 minutes
 DEFAULT_PROCESSOR = "task.processor:process"
 DEFAULT_RESULT_PREFIX = "results/"
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(b|kib|mib|gib)?\s*$", re.IGNORECASE)
+_WHOLE = re.compile(r"[0-9]+")  # str.isdigit() also passes "²", which int() then rejects
 _UNITS = {"b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB}
 
 
@@ -73,17 +77,26 @@ class Settings:
         concurrency = _parse_int(environ, "DOWNLOAD_CONCURRENCY", DEFAULT_CONCURRENCY, problems)
         interval = _parse_interval(environ, "PROGRESS_INTERVAL_SECONDS", 5.0, problems)
         timeout = environ.get("TASK_TIMEOUT_SECONDS", "").strip()
-        if timeout and (not timeout.isdigit() or int(timeout) == 0):
+        if timeout and not (_WHOLE.fullmatch(timeout) and 1 <= int(timeout) <= MAX_TIMEOUT):
             problems.append(
-                f"TASK_TIMEOUT_SECONDS={timeout!r} must be a whole number of seconds above 0 "
-                "(the infrastructure sets it from taskTimeoutMinutes)"
+                f"TASK_TIMEOUT_SECONDS={timeout!r} must be a whole number of seconds from 1 to "
+                f"{MAX_TIMEOUT} (the infrastructure sets it from taskTimeoutMinutes)"
             )
             timeout = ""
         processor_spec = environ.get("TASK_PROCESSOR", "") or DEFAULT_PROCESSOR
-        if not re.fullmatch(r"[\w.]+:\w+", processor_spec):
+        if not re.fullmatch(r"\w+(?:\.\w+)*:\w+", processor_spec):
             problems.append(
                 f"TASK_PROCESSOR={processor_spec!r} is not `module:function` "
                 f"(for example {DEFAULT_PROCESSOR!r})"
+            )
+        result_prefix = environ.get("RESULT_PREFIX", DEFAULT_RESULT_PREFIX)
+        result_key_bytes = len(f"{result_prefix}{key}.json".encode())
+        if result_key_bytes > MAX_KEY_BYTES:
+            # Found now rather than at the final PUT, after the whole object was read.
+            problems.append(
+                f"the result key RESULT_PREFIX + S3_KEY + '.json' would be {result_key_bytes} "
+                f"bytes, and S3 keys are at most {MAX_KEY_BYTES}: shorten RESULT_PREFIX "
+                f"({result_prefix!r})"
             )
         if problems:
             raise SettingsError("; ".join(problems))
@@ -92,7 +105,7 @@ class Settings:
             key=key,
             version_id=environ.get("S3_VERSION_ID") or None,
             result_bucket=environ.get("RESULT_BUCKET") or bucket,
-            result_prefix=environ.get("RESULT_PREFIX", DEFAULT_RESULT_PREFIX),
+            result_prefix=result_prefix,
             part_size=part_size,
             concurrency=concurrency,
             progress_interval=interval,
@@ -110,6 +123,12 @@ def load_processor(spec: str) -> Processor:
         raise SettingsError(
             f"TASK_PROCESSOR={spec!r}: module {module_name!r} cannot be imported ({error}); "
             "check the module is in the image (under /app) and its name is spelled right"
+        ) from error
+    except Exception as error:  # the module's own code failed: a syntax error, a bad import
+        where = "".join(traceback.format_exception_only(error)).strip()
+        raise SettingsError(
+            f"TASK_PROCESSOR={spec!r}: module {module_name!r} failed while being imported: "
+            f"{where}; fix the module's code (run `python -c 'import {module_name}'`)"
         ) from error
     function = getattr(module, attribute, None)
     if not callable(function):
@@ -138,7 +157,7 @@ def _parse_int(environ: Mapping[str, str], name: str, default: int, problems: li
     raw = environ.get(name, "")
     if not raw:
         return default
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_CONCURRENCY:
+    if not _WHOLE.fullmatch(raw.strip()) or not 1 <= int(raw) <= MAX_CONCURRENCY:
         problems.append(f"{name}={raw!r} must be a whole number from 1 to {MAX_CONCURRENCY}")
         return default
     return int(raw)

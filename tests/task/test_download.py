@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ResponseStreamingError
 
 from task.download import (
+    DownloadError,
     ObjectChangedError,
     ObjectUnavailableError,
     Part,
@@ -138,3 +139,17 @@ def test_a_missing_object_or_version_is_unavailable(s3: S3Client, versioned_buck
     s3.put_object(Bucket=versioned_bucket, Key="k", Body=b"x")
     with pytest.raises(ObjectUnavailableError, match="version"):
         describe_object(s3, versioned_bucket, "k", "not-a-version-of-k")
+
+
+class RangeIgnoringS3(FakeS3):
+    """An S3-compatible server that answers every ranged GET with the whole object."""
+
+    def get_object(self, *, Bucket: str, Key: str, Range: str, **pin: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        return {"Body": FakeBody(self.data), "ETag": '"etag"'}
+
+
+def test_a_server_that_ignores_ranges_is_named_as_the_problem() -> None:
+    data = os.urandom(3000)
+    client = RangeIgnoringS3(data)
+    with pytest.raises(DownloadError, match="ignored the Range header"):
+        b"".join(iter_chunks(cast("S3Client", client), fake_info(len(data)), 1000, 2))

@@ -161,6 +161,16 @@ def test_a_missing_object_exits_object_unavailable_saying_what_to_check(
     assert result_keys(s3, bucket) == []
 
 
+def test_a_bucket_name_s3_cannot_accept_is_a_settings_error_not_a_retryable_one(
+    emulator_env: str, settings_for: MakeSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(settings_for("my bucket", "a.csv"), process) == ExitCode.BAD_SETTINGS
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["reason"] == "BAD_SETTINGS"
+    assert "s3://my bucket/a.csv" in line["error"]
+    assert "S3_BUCKET" in line["check"]
+
+
 def test_a_custom_processor_replaces_the_default_and_the_frame_adds_its_fields(
     s3: S3Client, bucket: str, settings_for: MakeSettings
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from task.processor import process
@@ -78,6 +80,11 @@ def test_missing_bucket_and_key_are_both_named_in_one_message() -> None:
         ("DOWNLOAD_CONCURRENCY", "many", "from 1 to 64"),
         ("PROGRESS_INTERVAL_SECONDS", "-1", "above 0"),
         ("TASK_PROCESSOR", "no-colon", "module:function"),
+        ("TASK_PROCESSOR", ".relative:process", "module:function"),
+        # Digits str.isdigit() accepts and int() does not, and a limit setitimer overflows on.
+        ("DOWNLOAD_CONCURRENCY", "\u00b2", "from 1 to 64"),
+        ("TASK_TIMEOUT_SECONDS", "\u00b2", "from 1 to 2592000"),
+        ("TASK_TIMEOUT_SECONDS", "99999999999999999999", "from 1 to 2592000"),
     ],
 )
 def test_a_bad_value_is_rejected_with_what_is_allowed(name: str, raw: str, hint: str) -> None:
@@ -97,3 +104,23 @@ def test_the_default_processor_is_loaded_from_its_spec() -> None:
 def test_a_processor_that_cannot_be_loaded_is_a_settings_error(spec: str, hint: str) -> None:
     with pytest.raises(SettingsError, match=hint):
         load_processor(spec)
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [("def process(:\n", "SyntaxError"), ("raise RuntimeError('no config')\n", "no config")],
+)
+def test_a_processor_module_that_fails_on_import_is_a_settings_error_naming_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, shown: str
+) -> None:
+    (tmp_path / "broken_processor.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SettingsError, match="failed while being imported") as raised:
+        load_processor("broken_processor:process")
+    assert shown in str(raised.value)
+
+
+def test_a_result_key_longer_than_s3_allows_is_refused_before_any_reading() -> None:
+    with pytest.raises(SettingsError, match="at most 1024") as raised:
+        Settings.from_environ({**REQUIRED, "S3_KEY": "k" * 1015, "RESULT_PREFIX": "results/"})
+    assert "shorten RESULT_PREFIX" in str(raised.value)
