@@ -76,8 +76,11 @@ class StopSignals:
         self._committed = threading.Event()
 
     def handle(self, signal_number: int, _frame: FrameType | None = None) -> None:
+        first = self.received is None
         self.received = signal_number
-        if not self._committed.is_set():
+        # Only the first stops the work: a second one (ECS repeats SIGTERM, or the time limit
+        # fires meanwhile) must not break into the failure line the first one is writing.
+        if first and not self._committed.is_set():
             raise TaskStopped(signal_number)
 
     def commit(self) -> None:
@@ -120,7 +123,8 @@ def _hard_deadline(seconds: float) -> threading.Timer:
             ExitCode.TIMED_OUT,
             f"still running {seconds:.0f} s after start, past the time limit and its grace; "
             "ended without a result",
-            "what the processor was doing (its last progress line); raise taskTimeoutMinutes",
+            "the last progress line: a download stalled on S3 or a processor stuck in one "
+            "call; raise taskTimeoutMinutes if the object is simply large",
         )
         os._exit(ExitCode.TIMED_OUT)
 

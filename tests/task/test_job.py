@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from task.exit_codes import ExitCode
-from task.frame import StopSignals, run
+from task.frame import StopSignals, TaskStopped, run
 from task.objects import ObjectInfo
 from task.processor import process
 from task.settings import Settings
@@ -250,6 +250,15 @@ def test_a_stop_signal_mid_processing_exits_stopped_with_no_result(
     assert (line["event"], line["exitCode"], line["level"]) == ("failed", 143, "warning")
     assert "SIGTERM" in line["error"]
     assert result_keys(s3, bucket) == []
+
+
+def test_a_second_stop_signal_does_not_break_into_the_first_ones_failure_line() -> None:
+    stop = StopSignals()
+    with pytest.raises(TaskStopped):
+        stop.handle(signal.SIGTERM)
+    stop.handle(signal.SIGTERM)  # ECS may repeat it while the first is being reported
+    stop.handle(signal.SIGALRM)
+    assert stop.received == signal.SIGALRM
 
 
 def test_progress_is_logged_for_long_objects(
