@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,35 @@ def test_a_processor_named_in_task_processor_is_used(s3: S3Client, bucket: str) 
     assert read_result(s3, bucket, "notes.txt")["firstLine"] == "first"
 
 
+@dataclass(frozen=True)
+class Stopped:
+    returncode: int
+    stdout: str  # what followed the start line
+    seconds: float  # from SIGTERM to exit
+
+
+def sigterm_after_start(settle: float, **values: str) -> Stopped:
+    """Start the task, wait for its start line and `settle` seconds more, send SIGTERM."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "task"],
+        cwd=REPO,
+        env=task_env(**values),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        start: dict[str, Any] = json.loads(child.stdout.readline())
+        assert start["event"] == "start"
+        time.sleep(settle)
+        stopped_at = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        rest, _ = child.communicate(timeout=TIMEOUT)
+        return Stopped(child.returncode, rest, time.monotonic() - stopped_at)
+    finally:
+        child.kill()
+
+
 def test_an_unloadable_processor_is_a_settings_error(emulator_env: str) -> None:
     done = run_task(S3_BUCKET="b", S3_KEY="k", TASK_PROCESSOR="task.missing:process")
     assert done.returncode == ExitCode.BAD_SETTINGS
@@ -95,28 +125,16 @@ def test_sigterm_stops_the_task_promptly_with_a_log_line_and_no_result(
     s3: S3Client, bucket: str
 ) -> None:
     s3.put_object(Bucket=bucket, Key="big", Body=b"x" * (40 * SMALL_PART))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "task"],
-        cwd=REPO,
-        env=task_env(
-            S3_BUCKET=bucket,
-            S3_KEY="big",
-            DOWNLOAD_PART_SIZE=str(SMALL_PART),
-            TASK_PROCESSOR="tests.task.processors:slow",
-        ),
-        stdout=subprocess.PIPE,
-        text=True,
+    stopped = sigterm_after_start(
+        settle=0.0,
+        S3_BUCKET=bucket,
+        S3_KEY="big",
+        DOWNLOAD_PART_SIZE=str(SMALL_PART),
+        TASK_PROCESSOR="tests.task.processors:slow",
     )
-    assert child.stdout is not None
-    try:
-        start: dict[str, Any] = json.loads(child.stdout.readline())
-        assert start["event"] == "start"
-        child.send_signal(signal.SIGTERM)
-        rest, _ = child.communicate(timeout=10)  # "promptly": well inside Fargate's 30 s
-    finally:
-        child.kill()
-    assert child.returncode == 143 == int(ExitCode.STOPPED)
-    line = log_lines(rest)[-1]
+    assert stopped.seconds < 10  # "promptly": well inside Fargate's 30 s
+    assert stopped.returncode == 143 == int(ExitCode.STOPPED)
+    line = log_lines(stopped.stdout)[-1]
     assert (line["event"], line["reason"]) == ("failed", "STOPPED")
     assert result_keys(s3, bucket) == []
 
@@ -126,28 +144,16 @@ def test_sigterm_stops_the_task_promptly_even_while_s3_has_stopped_answering(
     emulator_env: str, stall: Stall
 ) -> None:
     with stalling_s3(stall) as url:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "task"],
-            cwd=REPO,
-            env=task_env(S3_BUCKET="stalled", S3_KEY="object", AWS_ENDPOINT_URL=url),
-            stdout=subprocess.PIPE,
-            text=True,
+        stopped = sigterm_after_start(
+            settle=0.5,  # every range is now hanging
+            S3_BUCKET="stalled",
+            S3_KEY="object",
+            AWS_ENDPOINT_URL=url,
         )
-        assert child.stdout is not None
-        try:
-            start: dict[str, Any] = json.loads(child.stdout.readline())
-            assert start["event"] == "start"
-            time.sleep(0.5)  # every range is now hanging
-            stopped_at = time.monotonic()
-            child.send_signal(signal.SIGTERM)
-            rest, _ = child.communicate(timeout=TIMEOUT)
-            took = time.monotonic() - stopped_at
-        finally:
-            child.kill()
     # Fargate kills the container 30 s after SIGTERM, and then there is no log line.
-    assert took < 5, f"took {took:.1f} s to stop"
-    assert child.returncode == int(ExitCode.STOPPED)
-    line = log_lines(rest)[-1]
+    assert stopped.seconds < 5, f"took {stopped.seconds:.1f} s to stop"
+    assert stopped.returncode == int(ExitCode.STOPPED)
+    line = log_lines(stopped.stdout)[-1]
     assert (line["event"], line["reason"]) == ("failed", "STOPPED")
 
 
