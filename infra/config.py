@@ -49,9 +49,10 @@ EPHEMERAL_STORAGE_GIB = (21, 200)
 MAX_EVENT_AGE_SECONDS = (60, 21600)  # Lambda's bounds for asynchronous event age
 KEEP_IMAGES = (1, 1000)
 TASK_TIMEOUT_MINUTES = (1, 43200)  # up to 30 days; 0 means no limit
-# From the dead-letter queues' retention (14 days, so a replayed upload can still read the
-# version it names) to 100 years; 0 keeps every version.
-NONCURRENT_VERSION_DAYS = (14, 36500)
+QUEUE_RETENTION_DAYS = 14  # SQS's maximum; how long the dead-letter queues hold a message
+# From the queues' retention (so a replayed upload can still read the version it names) to
+# 100 years; 0 keeps every version.
+NONCURRENT_VERSION_DAYS = (QUEUE_RETENTION_DAYS, 36500)
 
 # Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
 CONFIG_KEYS: tuple[str, ...] = (
@@ -332,13 +333,14 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
         )
 
     noncurrent_days = _integer(raw, "noncurrentVersionDays")
-    low, high = NONCURRENT_VERSION_DAYS
-    if noncurrent_days != 0 and not low <= noncurrent_days <= high:
-        raise _fail(
+    if noncurrent_days != 0:
+        _in_range(
             "noncurrentVersionDays",
             noncurrent_days,
-            f"0 keeps every version; otherwise the days must be between {low} (the dead-letter "
-            f"queues' retention, so a replayed upload can still read its version) and {high}",
+            NONCURRENT_VERSION_DAYS,
+            f"0 keeps every version; otherwise, to outlast the dead-letter queues' "
+            f"{QUEUE_RETENTION_DAYS}-day retention so a replayed upload can still read its "
+            "version, the days",
         )
 
     return Settings(

@@ -11,8 +11,8 @@ import pulumi_aws as aws
 from infra.aws_context import AwsContext
 from infra.config import Settings
 from infra.job import CONTAINER_NAME, LOG_STREAM_PREFIX
+from infra.queues import holding_queue
 
-RETENTION_SECONDS = 14 * 24 * 3600
 SUCCESSFUL_STOP = "EssentialContainerExited"
 LOG_STREAM_TASK_ID = "{task id}"
 
@@ -95,21 +95,13 @@ class FailureMonitoring(pulumi.ComponentResource):
         tags = dict(settings.tags)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.failed_jobs_queue = aws.sqs.Queue(
+        self.failed_jobs_queue = holding_queue(
             f"{name}-failed-jobs",
-            message_retention_seconds=RETENTION_SECONDS,
-            sqs_managed_sse_enabled=True,
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
+            tags,
+            pulumi.ResourceOptions(parent=self, protect=settings.protect),
         )
         # Events EventBridge could not deliver to the failed-jobs queue land here.
-        undeliverable = aws.sqs.Queue(
-            f"{name}-undeliverable",
-            message_retention_seconds=RETENTION_SECONDS,
-            sqs_managed_sse_enabled=True,
-            tags=tags,
-            opts=child,
-        )
+        undeliverable = holding_queue(f"{name}-undeliverable", tags, child)
         rule = aws.cloudwatch.EventRule(
             f"{name}-failed-tasks",
             description="Jobs that stopped without their essential container exiting 0",

@@ -22,6 +22,7 @@ from infra.policies import (
     role_with_policy,
     service_trust_policy,
 )
+from infra.queues import holding_queue
 
 RUNTIME = "python3.13"
 HANDLER = "handler.handler"
@@ -30,7 +31,6 @@ MEMORY_MB = 256  # RunTask calls only; more memory also buys a faster boto3 impo
 # Long enough for a multi-record event whose RunTask calls ride out throttling with retries.
 TIMEOUT_SECONDS = 120
 ASYNC_RETRIES = 2  # Lambda's maximum for asynchronous invocations
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum
 
 
 @dataclass(frozen=True)
@@ -118,12 +118,8 @@ class TaskRunner(pulumi.ComponentResource):
         super().__init__("s3fargatejobs:index:TaskRunner", name, None, opts)
         tags = dict(settings.tags)
 
-        self.dead_letter_queue = aws.sqs.Queue(
-            f"{name}-dlq",
-            message_retention_seconds=DLQ_RETENTION_SECONDS,
-            sqs_managed_sse_enabled=True,
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
+        self.dead_letter_queue = holding_queue(
+            f"{name}-dlq", tags, pulumi.ResourceOptions(parent=self, protect=settings.protect)
         )
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",

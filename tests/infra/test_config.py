@@ -187,7 +187,8 @@ def test_noncurrent_version_days_shorter_than_a_redrive_or_absurd_are_rejected(d
     message = error_for(noncurrentVersionDays=days)
     assert "noncurrentVersionDays" in message
     assert "0 keeps every version" in message
-    assert "between 14 (the dead-letter queues' retention" in message
+    assert "the dead-letter queues' 14-day retention" in message
+    assert "must be between 14 and 36500" in message
 
 
 def test_noncurrent_version_days_zero_keeps_every_version() -> None:
