@@ -81,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # flushed: a person watches these lines as they happen
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "demo":
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             docker=args.docker,
             watch=args.watch,
             stdin=args.stdin,
-            say=lambda line: print(line, flush=True),
+            say=_say,
         )
     if args.command == "redrive":
         return redrive.run(
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             function=args.function,
             dry_run=args.dry_run,
             limit=args.limit,
-            say=lambda line: print(line, flush=True),
+            say=_say,
         )
     raise AssertionError(args.command)
 
