@@ -18,7 +18,7 @@ SNIFF_BYTES = 4096  # enough for every signature below and a fair text/binary gu
 GENERIC_TYPES = {"", "binary/octet-stream", "application/octet-stream"}
 # Signatures that identify a format from its first bytes, whatever the key's extension says.
 _MAGIC: tuple[tuple[re.Pattern[bytes], str], ...] = tuple(
-    (re.compile(pattern, re.DOTALL), content_type)
+    (re.compile(pattern), content_type)
     for pattern, content_type in (
         (re.escape(b"%PDF-"), "application/pdf"),
         (re.escape(b"\x89PNG\r\n\x1a\n"), "image/png"),

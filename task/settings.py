@@ -49,7 +49,7 @@ class Settings:
     @property
     def result_key(self) -> str:
         """Where the result goes in `result_bucket`: `<RESULT_PREFIX><S3_KEY>.json`."""
-        return f"{self.result_prefix}{self.key}.json"
+        return _result_key(self.result_prefix, self.key)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -90,7 +90,7 @@ class Settings:
                 f"(for example {DEFAULT_PROCESSOR!r})"
             )
         result_prefix = environ.get("RESULT_PREFIX", DEFAULT_RESULT_PREFIX)
-        result_key_bytes = len(f"{result_prefix}{key}.json".encode())
+        result_key_bytes = len(_result_key(result_prefix, key).encode())
         if result_key_bytes > MAX_KEY_BYTES:
             # Found now rather than at the final PUT, after the whole object was read.
             problems.append(
@@ -112,6 +112,10 @@ class Settings:
             processor_spec=processor_spec,
             timeout_seconds=int(timeout) if timeout else None,
         )
+
+
+def _result_key(result_prefix: str, key: str) -> str:
+    return f"{result_prefix}{key}.json"
 
 
 def load_processor(spec: str) -> Processor:
