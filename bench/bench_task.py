@@ -421,6 +421,8 @@ def measure_sizes(
         s3.delete_object(Bucket=BUCKET, Key=result_key)  # the next mode must write its own
         if result["size"] != size:
             raise SystemExit(f"the job read {result['size']} bytes of {size}: {result}")
+        processing_seconds = processing_cpu * size
+        least_cpu_seconds = plain.cpu_seconds + plain.server_cpu_seconds + processing_seconds
         row: Row = {
             "sizeMiB": size_mib,
             "jobMBps": size / job.seconds / MB,
@@ -428,16 +430,8 @@ def measure_sizes(
             "plainMBps": size / plain.seconds / MB,
             "jobPeakRssMB": job.peak_rss_mb,
             "plainPeakRssMB": plain.peak_rss_mb,
-            "jobCpuSeconds": job.cpu_seconds,
-            "jobServerCpuSeconds": job.server_cpu_seconds,
-            "plainCpuSeconds": plain.cpu_seconds,
-            "plainServerCpuSeconds": plain.server_cpu_seconds,
-            "processingCpuSeconds": processing_cpu * size,
+            "bestRatio": plain.seconds * cores / least_cpu_seconds,
         }
-        least_seconds = (
-            plain.cpu_seconds + plain.server_cpu_seconds + processing_cpu * size
-        ) / cores
-        row["bestRatio"] = plain.seconds / least_seconds
         rows.append(row)
         print(
             f"{size_mib:>5} MiB: job {row['jobMBps']:7.1f} MB/s "
@@ -453,7 +447,7 @@ def measure_sizes(
             f"= {(job.cpu_seconds + job.server_cpu_seconds) / job.seconds:.2f} of {cores} "
             f"cores busy; plain {plain.cpu_seconds:.2f} s + server "
             f"{plain.server_cpu_seconds:.2f} s; SHA-256 + line count alone "
-            f"{processing_cpu * size:.2f} s; best ratio possible here {row['bestRatio']:.2f}",
+            f"{processing_seconds:.2f} s; best ratio possible here {row['bestRatio']:.2f}",
             flush=True,
         )
         s3.delete_object(Bucket=BUCKET, Key=key)
