@@ -15,6 +15,17 @@ from infra.queues import holding_queue
 
 SUCCESSFUL_STOP = "EssentialContainerExited"
 LOG_STREAM_TASK_ID = "{task id}"
+# The runner reports how long the oldest upload it defers has waited, as an embedded-metric log
+# line (taskrunner/backlog.py writes the same names). SQS's own ApproximateAgeOfOldestMessage
+# cannot serve: it skips messages received three times or more, and a waiting upload is
+# received again at every retry.
+BACKLOG_METRIC_NAMESPACE = "S3FargateJobs"
+BACKLOG_WAIT_METRIC = "OldestWaitSeconds"
+BACKLOG_DIMENSION = "Backlog"
+# A waiting upload is seen at least once an hour (the runner's longest delay): the alarm looks
+# at the last hour, in 5-minute periods, and fires on the first one above the age.
+BACKLOG_ALARM_PERIOD_SECONDS = 300
+BACKLOG_ALARM_PERIODS = 12
 
 
 def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
@@ -88,6 +99,7 @@ class FailureMonitoring(pulumi.ComponentResource):
         cluster_arn: pulumi.Input[str],
         runner_function_name: pulumi.Input[str],
         runner_dead_letter_queue: aws.sqs.Queue,
+        backlog_queue: aws.sqs.Queue,
         job_log_group_name: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -233,6 +245,29 @@ class FailureMonitoring(pulumi.ComponentResource):
                 "errors": ("AWS/Lambda", "Errors", function, "Sum"),
                 "throttles": ("AWS/Lambda", "Throttles", function, "Sum"),
             },
+        )
+        minutes = settings.backlog_age_alarm_minutes
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-backlog-age",
+            alarm_description=(
+                f"An upload has waited more than {minutes} minutes in the backlog: a batch is "
+                "bigger than the account's Fargate quota or maxConcurrentTasks lets run at once. "
+                "It drains by itself; `python -m jobctl status` shows how far it has come."
+            ),
+            namespace=BACKLOG_METRIC_NAMESPACE,
+            metric_name=BACKLOG_WAIT_METRIC,
+            dimensions={BACKLOG_DIMENSION: backlog_queue.name},
+            statistic="Maximum",
+            period=BACKLOG_ALARM_PERIOD_SECONDS,
+            evaluation_periods=BACKLOG_ALARM_PERIODS,
+            datapoints_to_alarm=1,
+            comparison_operator="GreaterThanThreshold",
+            threshold=minutes * 60,
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.alert_topic.arn],
+            ok_actions=[self.alert_topic.arn],
+            tags=tags,
+            opts=child,
         )
         self.register_outputs(
             {

@@ -194,3 +194,21 @@ def test_noncurrent_version_days_shorter_than_a_redrive_or_absurd_are_rejected(d
 def test_noncurrent_version_days_zero_keeps_every_version() -> None:
     assert parse(noncurrentVersionDays="0").noncurrent_version_days is None
     assert parse(noncurrentVersionDays="14").noncurrent_version_days == 14
+
+
+@pytest.mark.parametrize("value", ["-1", "100001", "many"])
+def test_a_task_cap_outside_what_is_allowed_is_rejected(value: str) -> None:
+    message = error_for(maxConcurrentTasks=value)
+    assert "maxConcurrentTasks" in message
+
+
+def test_a_task_cap_of_zero_leaves_only_the_accounts_limits() -> None:
+    assert parse(maxConcurrentTasks="0").max_concurrent_tasks == 0
+    assert parse(maxConcurrentTasks="25").max_concurrent_tasks == 25
+
+
+@pytest.mark.parametrize("minutes", ["0", "20161"])
+def test_a_backlog_alarm_age_beyond_the_backlogs_14_days_is_rejected(minutes: str) -> None:
+    message = error_for(backlogAgeAlarmMinutes=minutes)
+    assert "backlogAgeAlarmMinutes" in message
+    assert "must be between 1 and 20160" in message

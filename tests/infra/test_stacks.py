@@ -27,6 +27,9 @@ CONTRACT_VARIABLES = {
     "ASSIGN_PUBLIC_IP",
     "CAPACITY_PROVIDER",
     "RESULT_PREFIX",
+    "BACKLOG_QUEUE_URL",
+    "DEAD_LETTER_QUEUE_URL",
+    "MAX_CONCURRENT_TASKS",
 }
 
 
@@ -56,6 +59,8 @@ def test_every_stack_exports_the_documented_outputs(stack: Evaluation) -> None:
         "taskRunnerFunctionName",
         "logGroupName",
         "deadLetterQueueUrl",
+        "backlogQueueUrl",
+        "maxConcurrentTasks",
         "repositoryUrl",
         "failedJobsQueueUrl",
         "alertTopicArn",
@@ -148,7 +153,8 @@ def test_prod_sets_ephemeral_storage_and_dev_keeps_the_default(
 
 def test_the_runner_environment_carries_the_whole_contract(stack: Evaluation) -> None:
     env = runner_environment(stack)
-    assert set(env) == CONTRACT_VARIABLES
+    capped = int(config(stack, "maxConcurrentTasks")) > 0
+    assert set(env) == CONTRACT_VARIABLES | ({"STATE_TABLE"} if capped else set())
     assert env["CLUSTER_ARN"] == stack.outputs["clusterArn"]
     assert env["TASK_DEFINITION_ARN"] == stack.outputs["taskDefinitionArn"]
     assert env["CONTAINER_NAME"] == container(stack)["name"]
