@@ -64,6 +64,8 @@ def deployment(emulator_env: str) -> Deployment:
     package = io.BytesIO()
     with zipfile.ZipFile(package, "w") as archive:
         archive.write(PROJECT_DIR / "taskrunner" / "handler.py", "handler.py")
+    dead_letter_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    backlog_url = sqs.create_queue(QueueName=f"{name}-backlog")["QueueUrl"]
     boto3.client("lambda").create_function(
         FunctionName=name,
         Runtime="python3.13",
@@ -80,13 +82,16 @@ def deployment(emulator_env: str) -> Deployment:
                 "ASSIGN_PUBLIC_IP": "ENABLED",
                 "CAPACITY_PROVIDER": "FARGATE",
                 "RESULT_PREFIX": "results/",
+                "BACKLOG_QUEUE_URL": backlog_url,
+                "DEAD_LETTER_QUEUE_URL": dead_letter_url,
+                "MAX_CONCURRENT_TASKS": "0",
             }
         },
     )
     return Deployment(
         cluster_arn=cluster_arn,
         function=name,
-        dead_letter_url=sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"],
+        dead_letter_url=dead_letter_url,
         failed_jobs_url=sqs.create_queue(QueueName=f"{name}-failed")["QueueUrl"],
     )
 
