@@ -96,6 +96,13 @@ def runner_policy(
                 ],
                 condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
             ),
+            # Whether a task started a moment ago has stopped already.
+            allow(
+                "SeeWhetherRecentTasksStopped",
+                ["ecs:DescribeTasks"],
+                [context.arn("ecs", pulumi.Output.concat("task/", target.cluster_name, "/*"))],
+                condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
+            ),
             allow(
                 "TakeTurnsAndRememberStartedUploads",
                 [

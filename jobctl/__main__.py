@@ -52,6 +52,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the emulator running and process each path read from stdin until EOF/Ctrl-C",
     )
+    mode.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="upload N generated files at once and watch them drain through the backlog",
+    )
+    run.add_argument(
+        "--max-tasks",
+        type=int,
+        metavar="N",
+        help="the stack's maxConcurrentTasks for this run: at most N tasks at once",
+    )
     run.add_argument(
         "--docker",
         action="store_true",
@@ -104,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
 def _status(stack: str, endpoint_url: str | None) -> int:
     if endpoint_url is None:
         try:
-            outputs = redrive.stack_outputs(stack)
+            outputs = redrive.stack_outputs(
+                stack, instead="pass --endpoint-url to look at the demo's emulator"
+            )
         except redrive.RedriveError as error:
             _say(f"error: {error}")
             return 2
@@ -131,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             docker=args.docker,
             watch=args.watch,
             stdin=args.stdin,
+            burst=args.burst,
+            max_tasks=args.max_tasks,
             say=_say,
         )
     if args.command == "redrive":

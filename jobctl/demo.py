@@ -26,6 +26,7 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
+from jobctl import status
 from jobctl.emulator import (
     EmulatorError,
     emulator_environment,
@@ -197,7 +198,7 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
                 f"{declared}; the demo would not test what the stack deploys"
             )
 
-    backlog_url, backlog_arn = _provision_backlog(evaluation, sqs)
+    backlog_url, backlog_arn = _provision_queues(evaluation, sqs)
     table = evaluation.of_type("aws:dynamodb/table:Table")
     if table:
         boto3.client("dynamodb").create_table(
@@ -238,27 +239,31 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
     )
 
 
-def _provision_backlog(evaluation: Evaluation, sqs: Any) -> tuple[str, str]:
-    """The runner's dead-letter queue and backlog, named and set up as declared."""
-    queues: dict[str, tuple[str, str]] = {}
-    for suffix in ("-runner-dlq", "-runner-backlog"):
-        declared = evaluation.named("aws:sqs/queue:Queue", suffix)
+def _provision_queues(evaluation: Evaluation, sqs: Any) -> tuple[str, str]:
+    """Every queue the program declares, named and set up as declared (dead-letter targets
+    first); returns the backlog's URL and ARN."""
+    declared = sorted(
+        evaluation.of_type("aws:sqs/queue:Queue"), key=lambda q: bool(q.inputs.get("redrivePolicy"))
+    )
+    arns: dict[str, str] = {}  # declared ARN -> the emulator's
+    urls: dict[str, tuple[str, str]] = {}
+    for queue in declared:
         attributes = {
-            "VisibilityTimeout": str(int(declared.inputs.get("visibilityTimeoutSeconds", 30))),
-            "MessageRetentionPeriod": str(int(declared.inputs["messageRetentionSeconds"])),
+            "VisibilityTimeout": str(int(queue.inputs.get("visibilityTimeoutSeconds", 30))),
+            "MessageRetentionPeriod": str(int(queue.inputs["messageRetentionSeconds"])),
         }
-        if declared.inputs.get("redrivePolicy"):
-            redrive = json.loads(declared.inputs["redrivePolicy"])
-            redrive["deadLetterTargetArn"] = queues["-runner-dlq"][1]
+        if queue.inputs.get("redrivePolicy"):
+            redrive = json.loads(queue.inputs["redrivePolicy"])
+            redrive["deadLetterTargetArn"] = arns[redrive["deadLetterTargetArn"]]
             attributes["RedrivePolicy"] = json.dumps(redrive)
-        url = sqs.create_queue(QueueName=declared.outputs["name"], Attributes=attributes)[
-            "QueueUrl"
-        ]
+        url = sqs.create_queue(QueueName=queue.outputs["name"], Attributes=attributes)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        queues[suffix] = (url, arn)
-    return queues["-runner-backlog"]
+        arns[queue.outputs["arn"]] = arn
+        urls[queue.name] = (url, arn)
+    (backlog,) = (value for name, value in urls.items() if name.endswith("-runner-backlog"))
+    return backlog
 
 
 # --- the runner ---------------------------------------------------------------------------------
@@ -747,10 +752,22 @@ def run(
     docker: bool = False,
     watch: Path | None = None,
     stdin: bool = False,
+    burst: int = 0,
+    max_tasks: int | None = None,
     say: Printer = print,
 ) -> int:
     """The demo; returns the process exit code."""
-    return run_demo(files, stack=stack, docker=docker, watch=watch, stdin=stdin, say=say).exit_code
+    overrides = {"maxConcurrentTasks": max_tasks} if max_tasks is not None else None
+    return run_demo(
+        files,
+        stack=stack,
+        overrides=overrides,
+        docker=docker,
+        watch=watch,
+        stdin=stdin,
+        burst=burst,
+        say=say,
+    ).exit_code
 
 
 def run_demo(
@@ -761,9 +778,13 @@ def run_demo(
     docker: bool = False,
     watch: Path | None = None,
     stdin: bool = False,
+    burst: int = 0,
     say: Printer = print,
 ) -> DemoResult:
-    """The demo, with what happened to each upload; `overrides` replace stack config values."""
+    """The demo, with what happened to each upload; `overrides` replace stack config values.
+
+    `burst` uploads that many generated files at once instead of one file after another.
+    """
     for path in files:
         if not path.is_file():
             say(f"error: {path} is not a file; name files to upload, or none for a sample")
@@ -789,6 +810,7 @@ def run_demo(
                 docker=docker,
                 watch=watch,
                 stdin=stdin,
+                burst=burst,
                 say=say,
             )
     except EmulatorError as error:
@@ -809,6 +831,7 @@ def _run_on_emulator(
     docker: bool,
     watch: Path | None,
     stdin: bool,
+    burst: int,
     say: Printer,
 ) -> DemoResult:
     point_at_emulator(os.environ, endpoint)
@@ -824,7 +847,23 @@ def _run_on_emulator(
         if docker:
             build_image(pipeline, say)
         runner = load_runner(pipeline.runner_env, emit_metric=publish_metric)
-        if watch is not None or stdin:
+        if burst:
+            # Imported here: the burst builds on this module's pieces.
+            from jobctl.burst import burst_files, run_burst  # noqa: PLC0415
+
+            outcomes = run_burst(
+                pipeline,
+                runner,
+                burst_files(scratch, burst),
+                endpoint=endpoint,
+                docker=docker,
+                say=say,
+                cap=int(pipeline.outputs.get("maxConcurrentTasks") or 0),
+            )
+            say("")
+            for line in status.read_status(pipeline.outputs).lines():
+                say(f"status   {line}")
+        elif watch is not None or stdin:
             outcomes = _watch(
                 pipeline,
                 runner,
@@ -868,6 +907,10 @@ def _watch(
 ) -> list[Outcome]:
     source = "paths from stdin" if stdin else f"new files in {folder}"
     say(f"watching {source}; Ctrl-C to stop (the emulator stays up at {endpoint})")
+    say(
+        f"           see where uploads are: python -m jobctl status --endpoint-url {endpoint} "
+        f"--stack <stack>"
+    )
     outcomes: list[Outcome] = []
     try:
         for batch in watch_paths(folder, stdin):

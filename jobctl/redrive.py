@@ -168,11 +168,14 @@ def receive_all(queue_url: str, limit: int) -> Iterator[dict[str, Any]]:
             yield dict(message)
 
 
-def stack_outputs(stack: str) -> dict[str, Any]:
+def stack_outputs(
+    stack: str,
+    instead: str = "pass --dead-letter-queue-url, --failed-jobs-queue-url and --function",
+) -> dict[str, Any]:
+    """The deployed stack's outputs, read with the Pulumi CLI; `instead` says what else works."""
     if shutil.which("pulumi") is None:
         raise RedriveError(
-            "reading the stack's outputs needs the Pulumi CLI; install it, or pass "
-            "--dead-letter-queue-url, --failed-jobs-queue-url and --function"
+            f"reading the stack's outputs needs the Pulumi CLI; install it, or {instead}"
         )
     done = subprocess.run(
         ["pulumi", "stack", "output", "--json", "--stack", stack],

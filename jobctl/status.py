@@ -29,7 +29,9 @@ class StatusError(Exception):
 @dataclass(frozen=True)
 class Status:
     waiting: int  # in the backlog: visible, delayed and in flight together
-    oldest_wait_seconds: float | None  # None: the runner reported no waiting upload lately
+    # How long the oldest upload the runner deferred had waited, and how long ago it said so;
+    # None: it reported no waiting upload in the last hour.
+    oldest_wait: tuple[float, float] | None
     pending: int
     running: int
     failed_jobs: int
@@ -37,11 +39,13 @@ class Status:
     cap: int | None
 
     def lines(self) -> list[str]:
-        oldest = (
-            "no wait reported in the last hour"
-            if self.oldest_wait_seconds is None
-            else f"the oldest has waited {_duration(self.oldest_wait_seconds)}"
-        )
+        if not self.waiting:
+            oldest = "nothing waits"
+        elif self.oldest_wait is None:
+            oldest = "the runner reported no wait in the last hour"
+        else:
+            waited, ago = self.oldest_wait
+            oldest = f"the oldest had waited {_duration(waited)} {_duration(ago)} ago"
         cap = f" (cap {self.cap})" if self.cap else ""
         return [
             f"backlog       {self.waiting} uploads waiting for capacity; {oldest}",
@@ -91,8 +95,10 @@ def task_counts(ecs: Any, cluster_arn: str, task_definition_arn: str) -> tuple[i
     return pending, running
 
 
-def oldest_wait(cloudwatch: Any, backlog_url: str, now: datetime.datetime) -> float | None:
-    """The longest wait the runner reported in the last hour, grown by the time since."""
+def oldest_wait(
+    cloudwatch: Any, backlog_url: str, now: datetime.datetime
+) -> tuple[float, float] | None:
+    """The latest wait the runner reported in the last hour, and how many seconds ago."""
     answer = cloudwatch.get_metric_statistics(
         Namespace=METRIC_NAMESPACE,
         MetricName=WAIT_METRIC,
@@ -108,9 +114,8 @@ def oldest_wait(cloudwatch: Any, backlog_url: str, now: datetime.datetime) -> fl
     if not points:
         return None
     latest = max(points, key=lambda point: point["Timestamp"])
-    since = (now - latest["Timestamp"]).total_seconds()
-    waited: float = latest["Maximum"] + max(0.0, since)
-    return waited
+    ago = max(0.0, (now - latest["Timestamp"]).total_seconds())
+    return float(latest["Maximum"]), ago
 
 
 def read_status(outputs: Mapping[str, Any], now: datetime.datetime | None = None) -> Status:
@@ -138,7 +143,7 @@ def read_status(outputs: Mapping[str, Any], now: datetime.datetime | None = None
     cap = outputs.get("maxConcurrentTasks")
     return Status(
         waiting=queue_depth(sqs, outputs["backlogQueueUrl"]),
-        oldest_wait_seconds=oldest_wait(
+        oldest_wait=oldest_wait(
             boto3.client("cloudwatch"),
             outputs["backlogQueueUrl"],
             now or datetime.datetime.now(datetime.UTC),

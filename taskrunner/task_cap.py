@@ -4,9 +4,10 @@ Counting and starting must be one step: two invocations that each count 99 of 10
 moment would each start one. So a lease on one DynamoDB item makes invocations take turns.
 The holder counts the job's tasks (ListTasks with desiredStatus RUNNING lists PENDING ones too),
 adds what holders started in the last minute (ECS lists a new task only after a moment:
-eventual consistency), starts as many uploads as fit, and writes what it started back with
-the release. An upload whose RunTask answer was lost keeps a reservation, counted as a task,
-until its retry learns from ECS (same clientToken) whether it started: the cap holds either way.
+eventual consistency) unless DescribeTasks already calls them STOPPED, starts as many uploads
+as fit, and writes what it started back with the release. An upload whose RunTask answer was
+lost keeps a reservation, counted as a task, until its retry learns from ECS (same clientToken)
+whether it started: the cap holds either way.
 
 The same table keeps a ledger of started uploads for 15 days. ECS remembers a clientToken for
 24 hours only, and an upload delivered twice may have its twin wait in the backlog far longer
@@ -53,6 +54,7 @@ RESERVATION_SECONDS = 23 * 3600
 UNTRACKED = "untracked-"  # an upload with no identity: no token, so no ledger entry
 LEDGER_DAYS = 15  # beyond the 14 days an upload can wait in the backlog
 LIST_PAGE = 100  # ListTasks's largest page
+DESCRIBE_TASKS_PAGE = 100  # DescribeTasks's limit
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
 
 ACQUIRE_UPDATE = "SET holder = :me, leaseUntil = :until"
@@ -138,6 +140,7 @@ class TaskCap:
                 results |= {i: _waits_its_turn(uploads[i], why) for i in pending}
             else:
                 try:
+                    self.forget_stopped(in_flight)
                     # Listed once: tasks that stop meanwhile only make the count cautious.
                     listed = self.listed_tasks(self.cap + len(in_flight.entries) + 1)
                     for index in pending:
@@ -154,6 +157,7 @@ class TaskCap:
         in_flight = self.peek()
         if not in_flight.reservations.isdisjoint(keys):
             return True  # its own place is kept: it needs no free one
+        self.forget_stopped(in_flight)
         listed = self.listed_tasks(self.cap + len(in_flight.entries) + 1)
         return in_flight.count(listed) < self.cap
 
@@ -247,6 +251,24 @@ class TaskCap:
             token = page.get("nextToken")
             if not token or len(arns) >= enough:
                 return arns
+
+    def forget_stopped(self, in_flight: InFlight) -> None:
+        """Drop recent starts that ECS already calls STOPPED: a short task frees its place at
+        once, not a minute later. A task ECS does not know yet (MISSING) still counts."""
+        arns = sorted(in_flight.arns)
+        stopped: set[str] = set()
+        for start in range(0, len(arns), DESCRIBE_TASKS_PAGE):
+            answer = self.services.ecs.describe_tasks(
+                cluster=self.settings.cluster_arn, tasks=arns[start : start + DESCRIBE_TASKS_PAGE]
+            )
+            stopped |= {
+                task["taskArn"]
+                for task in answer.get("tasks", [])
+                if task.get("lastStatus") == "STOPPED" and "taskArn" in task
+            }
+        for key, (arn, _) in list(in_flight.entries.items()):
+            if arn in stopped:
+                del in_flight.entries[key]
 
     def peek(self) -> InFlight:
         answer = self.services.dynamodb.get_item(

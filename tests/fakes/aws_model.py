@@ -247,6 +247,20 @@ class EcsModel:
             answer["nextToken"] = str(start + page)
         return answer
 
+    def describe_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Tasks by ARN; one ECS does not know yet (started within the lag) is MISSING."""
+        self.calls["DescribeTasks"] += 1
+        known = {task.arn: task for task in self.tasks}
+        tasks, failures = [], []
+        for arn in request["tasks"]:
+            task = known.get(arn)
+            if task is None or task.started_at > self.sim.now - self.listing_lag:
+                failures.append({"arn": arn, "reason": "MISSING"})
+            else:
+                status = "STOPPED" if task.stopped else "RUNNING"
+                tasks.append({"taskArn": arn, "lastStatus": status})
+        return {"tasks": tasks, "failures": failures}
+
     def tasks_by_upload(self) -> dict[Identity, list[SimTask]]:
         found: dict[Identity, list[SimTask]] = defaultdict(list)
         for task in self.tasks:
@@ -587,6 +601,11 @@ class SimEcsClient:
     def list_tasks(self, **request: Any) -> Any:
         return self.retries.call(
             "ListTasks", self.latency.list_tasks, lambda: self.model.list_tasks(request)
+        )
+
+    def describe_tasks(self, **request: Any) -> Any:
+        return self.retries.call(
+            "DescribeTasks", self.latency.list_tasks, lambda: self.model.describe_tasks(request)
         )
 
 
