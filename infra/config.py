@@ -271,13 +271,6 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
     capacity_provider = _choice(raw, "capacityProvider", CAPACITY_PROVIDERS)
     task_cpu, task_memory = _task_size(raw)
 
-    if capacity_provider == "FARGATE_SPOT" and cpu_architecture == "ARM64":
-        raise _fail(
-            "capacityProvider",
-            capacity_provider,
-            "Fargate Spot runs X86_64 only; use FARGATE with ARM64, or set cpuArchitecture X86_64",
-        )
-
     vpc_id = _string(raw, "vpcId").strip() or None
     subnet_ids = _string_list(raw, "subnetIds")
     if subnet_ids and vpc_id is None:
