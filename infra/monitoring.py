@@ -43,19 +43,25 @@ def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
 
 
 def failed_job_message(log_group_name: str) -> str:
-    """The message template: what failed, why, and where to look (EventBridge placeholders)."""
+    """The message template: what failed, why, and where to look (EventBridge placeholders).
+
+    Each placeholder is a whole JSON value, never inside quotes: there EventBridge inserts the
+    value as JSON (a string quoted and escaped, a path the event lacks as ""), whereas inside
+    quotes it pastes the text unescaped, and a stop reason quoting a URL (as image pull errors
+    do) would make the message invalid JSON that no redrive can read.
+    """
     return (
         "{"
         '"summary": "A Fargate job stopped without success",'
-        '"taskArn": "<taskArn>",'
-        '"stopCode": "<stopCode>",'
-        '"stoppedReason": "<stoppedReason>",'
-        '"exitCode": "<exitCode>",'
-        '"containerReason": "<containerReason>",'
-        '"stoppedAt": "<stoppedAt>",'
+        '"taskArn": <taskArn>,'
+        '"stopCode": <stopCode>,'
+        '"stoppedReason": <stoppedReason>,'
+        '"exitCode": <exitCode>,'
+        '"containerReason": <containerReason>,'
+        '"stoppedAt": <stoppedAt>,'
         # The upload (S3_BUCKET, S3_KEY, S3_VERSION_ID) as the runner passed it.
         '"environment": <environment>,'
-        f'"logGroup": "{log_group_name}",'
+        f'"logGroup": {json.dumps(log_group_name)},'
         # EventBridge cannot cut the id out of the ARN; "{task id}" marks where it goes (angle
         # brackets would be read as a placeholder). `jobctl redrive --dry-run` fills it in.
         f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{LOG_STREAM_TASK_ID}",'
