@@ -128,13 +128,43 @@ def test_the_task_definition_has_the_configured_size_logs_and_roles(stack: Evalu
     assert stack.outputs["logGroupName"] == log_group.outputs["name"]
     assert job["essential"] is True
     assert job["readonlyRootFilesystem"] is True
-    assert job["privileged"] is False
     assert not job["user"].startswith(("0", "root"))
     scratch = {v["name"] for v in task["volumes"]}
     assert {m["sourceVolume"] for m in job["mountPoints"]} <= scratch
     env = {e["name"]: e["value"] for e in job["environment"]}
     assert env["RESULT_PREFIX"] == config(stack, "resultPrefix")
     assert env["TMPDIR"] in {m["containerPath"] for m in job["mountPoints"]}
+
+
+# "Amazon ECS task definition differences for Fargate": parameters not valid on Fargate, and
+# the Linux parameters it does not support (capabilities may only add CAP_SYS_PTRACE).
+NOT_VALID_ON_FARGATE = {
+    "disableNetworking",
+    "dnsSearchDomains",
+    "dnsServers",
+    "dockerSecurityOptions",
+    "extraHosts",
+    "gpu",
+    "ipcMode",
+    "links",
+    "placementConstraints",
+    "privileged",
+    "maxSwap",
+    "swappiness",
+}
+LINUX_PARAMETERS_NOT_ON_FARGATE = {"devices", "sharedMemorySize", "tmpfs", "maxSwap", "swappiness"}
+
+
+def test_the_job_uses_no_parameter_fargate_rejects(stack: Evaluation) -> None:
+    task = stack.one(TASK_DEFINITION).inputs
+    job = container(stack)
+    assert not NOT_VALID_ON_FARGATE & (set(job) | set(task))
+    linux = job.get("linuxParameters", {})
+    assert not LINUX_PARAMETERS_NOT_ON_FARGATE & set(linux)
+    assert set(linux.get("capabilities", {}).get("add", [])) <= {"SYS_PTRACE"}
+    assert linux["initProcessEnabled"] is True  # supported on Fargate; forwards SIGTERM
+    # Bind volumes only: Fargate has no Docker volume drivers.
+    assert all(set(volume) == {"name"} for volume in task["volumes"])
 
 
 def test_prod_sets_ephemeral_storage_and_dev_keeps_the_default(
