@@ -257,9 +257,10 @@ def _result_prefix_matches_upload_filter(
 
 
 def _suffixes_overlap(suffixes: tuple[str, ...]) -> tuple[str, str] | None:
-    for a in suffixes:
-        for b in suffixes:
-            if a != b and a.endswith(b):
+    # By position, not value: a suffix listed twice overlaps itself, and S3 rejects that too.
+    for i, a in enumerate(suffixes):
+        for j, b in enumerate(suffixes):
+            if i != j and a.endswith(b):
                 return a, b
     return None
 

@@ -128,6 +128,15 @@ def test_overlapping_suffixes_are_rejected_as_s3_would() -> None:
     assert "overlapping" in error_for(uploadSuffixes=[".csv", "data.csv"])
 
 
+def test_a_suffix_listed_twice_is_rejected_as_s3_would() -> None:
+    # Two identical filter rules for one event type overlap: S3 refuses the whole notification
+    # configuration (API reference, FilterRule: "Overlapping prefixes and suffixes are not
+    # supported").
+    message = error_for(uploadSuffixes=[".csv", ".tsv", ".csv"])
+    assert "s3-fargate-jobs:uploadSuffixes" in message
+    assert 'overlapping suffix filters (".csv" ends with ".csv")' in message
+
+
 @pytest.mark.parametrize("size", ["20", "201", "-1"])
 def test_ephemeral_storage_outside_21_to_200_is_rejected(size: str) -> None:
     message = error_for(ephemeralStorageGiB=size)
