@@ -231,6 +231,18 @@ def test_prod_reaches_s3_ecr_and_logs_through_four_vpc_endpoints(prod: Evaluatio
     assert vpc["enableDnsHostnames"] is True
 
 
+def test_prod_leaves_endpoint_placement_to_the_awsx_auto_strategy(prod: Evaluation) -> None:
+    # awsx 3.11 (awsx/ec2/vpc.ts) fills only what a spec omits: interface endpoints get one
+    # isolated subnet per AZ and a security group admitting HTTPS from the VPC's CIDR (the
+    # tasks' own group is not the VPC default group, which alone the endpoints would admit);
+    # the gateway endpoint gets every route table. A spec naming any of these opts out.
+    for spec in prod.one(VPC).inputs["vpcEndpointSpecs"]:
+        assert not {"subnetIds", "subnetConfigurations", "securityGroupIds", "routeTableIds"} & set(
+            spec
+        ), spec["serviceName"]
+    assert prod.one(VPC).inputs["enableDnsSupport"] is True  # Auto refuses false with private DNS
+
+
 def test_dev_pays_for_no_endpoints(dev: Evaluation) -> None:
     assert not dev.one(VPC).inputs.get("vpcEndpointSpecs")
 
