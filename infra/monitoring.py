@@ -233,11 +233,15 @@ class FailureMonitoring(pulumi.ComponentResource):
         alarm_when_any(
             "runner-failing",
             "The runner Lambda reports errors or throttles: uploads are being retried and may "
-            "reach the dead-letter queue. Check its log group.",
-            "Errors and throttles",
+            "reach the dead-letter queue; or an event that failed every retry could not be put "
+            "in the dead-letter queue and is lost. Check its log group.",
+            "Errors, throttles and lost events",
             {
                 "errors": ("AWS/Lambda", "Errors", function, "Sum"),
                 "throttles": ("AWS/Lambda", "Throttles", function, "Sum"),
+                # Lambda's only trace of an on-failure record it could not deliver (permissions,
+                # size): the upload is then gone ("Capturing records of asynchronous invocations").
+                "undelivered": ("AWS/Lambda", "DestinationDeliveryFailures", function, "Sum"),
             },
         )
         self.register_outputs(

@@ -230,14 +230,19 @@ def test_an_alarm_fires_when_the_dead_letter_or_failed_jobs_queue_holds_messages
     assert alarm.inputs["alarmActions"] == [stack.outputs["alertTopicArn"]]
 
 
-def test_an_alarm_fires_when_the_runner_reports_errors_or_throttles(stack: Evaluation) -> None:
+def test_an_alarm_fires_when_the_runner_fails_is_throttled_or_loses_an_event(
+    stack: Evaluation,
+) -> None:
     alarm = stack.named(ALARM, "-runner-failing")
     metrics = alarm_metrics(alarm)
     function = stack.one("aws:lambda/function:Function").outputs["name"]
     assert {q["metric"]["metricName"] for q in metrics.values() if "metric" in q} == {
         "Errors",
         "Throttles",
+        "DestinationDeliveryFailures",  # an on-failure record that never reached the queue
     }
+    (total,) = [q for q in metrics.values() if "expression" in q]
+    assert set(total["expression"].split(" + ")) == {q for q in metrics if q != total["id"]}
     for query in metrics.values():
         if "metric" in query:
             assert query["metric"]["dimensions"] == {"FunctionName": function}
