@@ -263,9 +263,10 @@ def _result_prefix_matches_upload_filter(
 
 
 def _suffixes_overlap(suffixes: tuple[str, ...]) -> tuple[str, str] | None:
-    for a in suffixes:
-        for b in suffixes:
-            if a != b and a.endswith(b):
+    # By position, not value: a suffix listed twice overlaps itself, and S3 rejects that too.
+    for i, a in enumerate(suffixes):
+        for j, b in enumerate(suffixes):
+            if i != j and a.endswith(b):
                 return a, b
     return None
 
@@ -276,13 +277,6 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
     cpu_architecture = _choice(raw, "cpuArchitecture", CPU_ARCHITECTURES)
     capacity_provider = _choice(raw, "capacityProvider", CAPACITY_PROVIDERS)
     task_cpu, task_memory = _task_size(raw)
-
-    if capacity_provider == "FARGATE_SPOT" and cpu_architecture == "ARM64":
-        raise _fail(
-            "capacityProvider",
-            capacity_provider,
-            "Fargate Spot runs X86_64 only; use FARGATE with ARM64, or set cpuArchitecture X86_64",
-        )
 
     vpc_id = _string(raw, "vpcId").strip() or None
     subnet_ids = _string_list(raw, "subnetIds")

@@ -54,19 +54,25 @@ def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
 
 
 def failed_job_message(log_group_name: str) -> str:
-    """The message template: what failed, why, and where to look (EventBridge placeholders)."""
+    """The message template: what failed, why, and where to look (EventBridge placeholders).
+
+    Each placeholder is a whole JSON value, never inside quotes: there EventBridge inserts the
+    value as JSON (a string quoted and escaped, a path the event lacks as ""), whereas inside
+    quotes it pastes the text unescaped, and a stop reason quoting a URL (as image pull errors
+    do) would make the message invalid JSON that no redrive can read.
+    """
     return (
         "{"
         '"summary": "A Fargate job stopped without success",'
-        '"taskArn": "<taskArn>",'
-        '"stopCode": "<stopCode>",'
-        '"stoppedReason": "<stoppedReason>",'
-        '"exitCode": "<exitCode>",'
-        '"containerReason": "<containerReason>",'
-        '"stoppedAt": "<stoppedAt>",'
+        '"taskArn": <taskArn>,'
+        '"stopCode": <stopCode>,'
+        '"stoppedReason": <stoppedReason>,'
+        '"exitCode": <exitCode>,'
+        '"containerReason": <containerReason>,'
+        '"stoppedAt": <stoppedAt>,'
         # The upload (S3_BUCKET, S3_KEY, S3_VERSION_ID) as the runner passed it.
         '"environment": <environment>,'
-        f'"logGroup": "{log_group_name}",'
+        f'"logGroup": {json.dumps(log_group_name)},'
         # EventBridge cannot cut the id out of the ARN; "{task id}" marks where it goes (angle
         # brackets would be read as a placeholder). `jobctl redrive --dry-run` fills it in.
         f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{LOG_STREAM_TASK_ID}",'
@@ -239,11 +245,15 @@ class FailureMonitoring(pulumi.ComponentResource):
         alarm_when_any(
             "runner-failing",
             "The runner Lambda reports errors or throttles: uploads are being retried and may "
-            "reach the dead-letter queue. Check its log group.",
-            "Errors and throttles",
+            "reach the dead-letter queue; or an event that failed every retry could not be put "
+            "in the dead-letter queue and is lost. Check its log group.",
+            "Errors, throttles and lost events",
             {
                 "errors": ("AWS/Lambda", "Errors", function, "Sum"),
                 "throttles": ("AWS/Lambda", "Throttles", function, "Sum"),
+                # Lambda's only trace of an on-failure record it could not deliver (permissions,
+                # size): the upload is then gone ("Capturing records of asynchronous invocations").
+                "undelivered": ("AWS/Lambda", "DestinationDeliveryFailures", function, "Sum"),
             },
         )
         minutes = settings.backlog_age_alarm_minutes
