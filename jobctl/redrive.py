@@ -215,6 +215,9 @@ def redrive(
     sqs = boto3.client("sqs")
     totals = Totals()
     for source, url in queues.items():
+        # Messages not acted on are made visible again only once the queue is read: released
+        # at once, the same message would be received again and listed up to `limit` times.
+        untouched: list[Replay] = []
         for message in receive_all(url, limit):
             try:
                 replay = plan(source, message)
@@ -228,14 +231,14 @@ def redrive(
                 say(f"             logs: {replay.log_stream}")
             if dry_run or runner is None:
                 say("             would restart it (dry run)")
-                _release(sqs, url, replay)
+                untouched.append(replay)
                 continue
             try:
                 summary = runner(replay.event, None)
             except Exception as error:  # the runner raises for every upload it could not start
                 totals.kept += 1
                 say(f"             not restarted, message kept: {error}")
-                _release(sqs, url, replay)
+                untouched.append(replay)
                 continue
             started = summary.get("started", {}) if isinstance(summary, dict) else {}
             parked = summary.get("parked", {}) if isinstance(summary, dict) else {}
@@ -247,6 +250,8 @@ def redrive(
                 )
             sqs.delete_message(QueueUrl=url, ReceiptHandle=replay.receipt_handle)
             totals.restarted += 1
+        for replay in untouched:
+            _release(sqs, url, replay)
     return totals
 
 

@@ -197,6 +197,8 @@ def test_a_dry_run_lists_every_message_and_changes_nothing(deployment: Deploymen
     )
     assert "failed-jobs  uploads/été.csv: EssentialContainerExited" in text
     assert "logs: job/job/0f1e2d3c" in text
+    # Each message once, however high the limit: listed messages stay hidden until the end.
+    assert sum("would restart it (dry run)" in line for line in lines) == 2
     assert queue_depth(deployment.dead_letter_url) == 1
     assert queue_depth(deployment.failed_jobs_url) == 1
     assert started_keys(deployment) == []
