@@ -34,6 +34,7 @@ MAX_RECEIVES = 1000
 MAX_WAIT_SECONDS = 13 * 24 * 3600
 # After a passing fault the delay grows to four times the first at most (2 minutes by default).
 PASSING_FAULT_ATTEMPTS = 3
+SQS_BATCH = 10  # entries per ChangeMessageVisibilityBatch call
 MAX_MESSAGE_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds on a new message
 MAX_REASON_CHARACTERS = 4000
 REASON_ATTRIBUTE = "reason"
@@ -171,13 +172,15 @@ def defer(verdicts: list[Verdict], settings: RunnerSettings, services: Services)
                 "VisibilityTimeout": delay,
             }
         )
-    if entries:
+    for start in range(0, len(entries), SQS_BATCH):
         try:
             answer = services.sqs.change_message_visibility_batch(
-                QueueUrl=settings.backlog_queue_url, Entries=entries
+                QueueUrl=settings.backlog_queue_url, Entries=entries[start : start + SQS_BATCH]
             )
         except (ClientError, BotoCoreError):
-            return {}
+            for entry in entries[start : start + SQS_BATCH]:
+                delays.pop(verdicts[int(entry["Id"])].message.message_id, None)
+            continue
         for failed in answer.get("Failed", []):
             delays.pop(verdicts[int(failed["Id"])].message.message_id, None)
     return delays

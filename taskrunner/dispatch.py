@@ -34,6 +34,7 @@ from services import Services
 from task_starter import skip_reason, start_uploads
 from upload_events import (
     REDRIVE_FIELD,
+    BacklogMessage,
     MalformedEventError,
     Upload,
     backlog_messages,
@@ -169,11 +170,24 @@ def process_backlog(
     for (message_id, index, _), result in zip(to_start, started, strict=True):
         known.setdefault(message_id, {})[index] = result
 
+    by_message = {m.message_id: list(known.get(m.message_id, {}).values()) for m in messages}
+    return _settle(
+        messages, by_message, problems=problems, known=known, settings=settings, services=services
+    )
+
+
+def _settle(
+    messages: list[BacklogMessage],
+    results: Mapping[str, list[RecordResult]],
+    *,
+    problems: Mapping[str, list[str]],
+    known: Mapping[str, dict[int, RecordResult]],
+    settings: RunnerSettings,
+    services: Services,
+) -> BatchResponse:
+    """Each message's fate from its results: deleted, deferred or dead-lettered."""
     now = services.clock()
-    verdicts = [
-        decide(m, list(known.get(m.message_id, {}).values()), now, problems[m.message_id])
-        for m in messages
-    ]
+    verdicts = [decide(m, results[m.message_id], now, problems[m.message_id]) for m in messages]
     deferred = [v for v in verdicts if v.action == "defer"]
     delays = defer(deferred, settings, services)
     if deferred:

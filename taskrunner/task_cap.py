@@ -119,6 +119,11 @@ class TaskCap:
     ) -> list[RecordResult]:
         """Start what fits under the cap, in order; the rest are `waiting`, saying why."""
         results: dict[int, RecordResult] = {}
+        if not self._may_fit(keys):
+            # The usual case while a big batch waits: no ledger read, no turn taken. A twin
+            # that waits here meets the ledger when its turn comes.
+            why = f"the cap of {self.cap} tasks pending or running is reached"
+            return [_waits_its_turn(upload, why) for upload in uploads]
         known = self.started_earlier(key for key in keys if not key.startswith(UNTRACKED))
         for index, key in enumerate(keys):
             if key in known:
@@ -129,10 +134,6 @@ class TaskCap:
                     reason="started earlier (the cap's ledger)",
                 )
         pending = [index for index in range(len(uploads)) if index not in results]
-        if pending and not self._may_fit([keys[index] for index in pending]):
-            why = f"the cap of {self.cap} tasks pending or running is reached"
-            results |= {i: _waits_its_turn(uploads[i], why) for i in pending}
-            pending = []
         if pending:
             in_flight = self.acquire(lease_seconds(remaining_ms))
             if in_flight is None:
@@ -157,8 +158,13 @@ class TaskCap:
         in_flight = self.peek()
         if not in_flight.reservations.isdisjoint(keys):
             return True  # its own place is kept: it needs no free one
-        self.forget_stopped(in_flight)
         listed = self.listed_tasks(self.cap + len(in_flight.entries) + 1)
+        if in_flight.count(listed) < self.cap:
+            return True
+        if not in_flight.arns - listed:
+            return False
+        # Some counted only as recent starts: short tasks may have stopped already.
+        self.forget_stopped(in_flight)
         return in_flight.count(listed) < self.cap
 
     def _start_one(

@@ -168,6 +168,7 @@ class EcsModel:
         self.faults = {identity: list(planned) for identity, planned in (faults or {}).items()}
         self.listing_lag = listing_lag
         self.tasks: list[SimTask] = []
+        self.by_arn: dict[str, SimTask] = {}
         self.in_flight: dict[str, SimTask] = {}
         self.peak_in_flight = 0
         self.tokens: dict[str, tuple[SimTask, str, float]] = {}  # token -> task, params, when
@@ -226,6 +227,7 @@ class EcsModel:
         duration = self.duration(identity)
         task = SimTask(arn, identity, token, self.sim.now, self.sim.now + duration)
         self.tasks.append(task)
+        self.by_arn[arn] = task
         self.in_flight[arn] = task
         self.peak_in_flight = max(self.peak_in_flight, len(self.in_flight))
         self.sim.call_at(task.stops_at, lambda: self._stop(task))
@@ -250,10 +252,9 @@ class EcsModel:
     def describe_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Tasks by ARN; one ECS does not know yet (started within the lag) is MISSING."""
         self.calls["DescribeTasks"] += 1
-        known = {task.arn: task for task in self.tasks}
         tasks, failures = [], []
         for arn in request["tasks"]:
-            task = known.get(arn)
+            task = self.by_arn.get(arn)
             if task is None or task.started_at > self.sim.now - self.listing_lag:
                 failures.append({"arn": arn, "reason": "MISSING"})
             else:
@@ -431,8 +432,10 @@ class SqsModel:
             message.first_received_at = message.first_received_at or now
             message.receipt = f"{message_id}/{message.receive_count}"
             message.visible_at = now + queue.visibility_timeout
-            self._push(queue, message)
+            message.version += 1  # its old heap entry is void; the new one is pushed below
             got.append(message)
+        for message in got:  # after the loop: one receive never returns a message twice
+            self._push(queue, message)
         return got
 
     def delete(self, queue: Queue, receipt: str) -> bool:
@@ -640,6 +643,10 @@ class SimSqsClient:
     def change_message_visibility_batch(self, **request: Any) -> Any:
         def change() -> dict[str, Any]:
             self.model.calls["ChangeMessageVisibilityBatch"] += 1
+            if not 1 <= len(request["Entries"]) <= 10:
+                raise ModelError(
+                    "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", "1 to 10 entries"
+                )
             queue = self._queue(request["QueueUrl"])
             successful, failed = [], []
             for entry in request["Entries"]:

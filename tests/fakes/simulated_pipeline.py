@@ -386,6 +386,7 @@ class Figures:
     finished_hours: float
     best_hours: float
     invocations: dict[str, int]
+    lambda_errors: int  # invocations that raised or timed out
     sqs_requests: dict[str, int]
     events: int
     faults: dict[str, int]
@@ -423,6 +424,7 @@ def figures(outcome: Outcome, label: str) -> Figures:
         finished_hours=outcome.ecs.last_stop / 3600,
         best_hours=(task_seconds / limit + scenario.arrival_window) / 3600,
         invocations=dict(outcome.lambdas.stats.invocations),
+        lambda_errors=sum(outcome.lambdas.stats.errors.values()),
         sqs_requests=dict(outcome.sqs.calls),
         events=outcome.sim.events,
         faults=dict(outcome.ecs.faults_given),

@@ -137,6 +137,7 @@ class RecordingSqs:
 
     def change_message_visibility_batch(self, **request: Any) -> dict[str, Any]:
         self._check("ChangeMessageVisibilityBatch")
+        assert 1 <= len(request["Entries"]) <= 10, "SQS takes 1 to 10 entries per batch"
         self.visibility.append(request)
         return {"Successful": [{"Id": e["Id"]} for e in request["Entries"]], "Failed": []}
 

@@ -238,3 +238,19 @@ def test_a_passing_fault_is_retried_sooner_than_a_turn_in_a_long_queue(
     assert entry["VisibilityTimeout"] <= settings.first_retry_seconds * 2 ** (
         PASSING_FAULT_ATTEMPTS - 1
     )
+
+
+def test_a_big_batch_is_hidden_again_ten_messages_per_call_as_sqs_requires(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    quota = "You've reached the limit on the number of vCPUs you can run concurrently"
+    fake_ecs.inject(Fault.failure(quota), times=None)
+    sqs = RecordingSqs()
+    event = batch(
+        *(
+            sqs_record(s3_event(s3_record(f"uploads/{n}.csv", sequencer=f"{n:02d}")), str(n))
+            for n in range(25)
+        )
+    )
+    assert len(run(event, settings, fake_ecs.client(), sqs)) == 25
+    assert [len(call["Entries"]) for call in sqs.visibility] == [10, 10, 5]
