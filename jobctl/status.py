@@ -45,7 +45,7 @@ class Status:
             oldest = "the runner reported no wait in the last hour"
         else:
             waited, ago = self.oldest_wait
-            oldest = f"the oldest had waited {_duration(waited)} {_duration(ago)} ago"
+            oldest = f"the oldest had waited {_duration(waited)} (reported {_duration(ago)} ago)"
         cap = f" (cap {self.cap})" if self.cap else ""
         return [
             f"backlog       {self.waiting} uploads waiting for capacity; {oldest}",
