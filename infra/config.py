@@ -3,17 +3,25 @@
 `load_settings()` reads `pulumi.Config` and hands the raw values to `parse_settings()`, a pure
 function that validates them into a frozen `Settings`. Defaults live in one place:
 `Pulumi.yaml`, which the Pulumi CLI (and the offline evaluator) applies before the program runs.
+The reusable component validates its typed arguments with the same function; only the names in
+its messages differ (`S3FargateJobsArgs.task_cpu` instead of `s3-fargate-jobs:taskCpu`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pulumi
+
+if TYPE_CHECKING:
+    from .args import S3FargateJobsArgs
 
 NAMESPACE = "s3-fargate-jobs"
 
@@ -54,6 +62,29 @@ QUEUE_RETENTION_DAYS = 14  # SQS's maximum; how long the dead-letter queues hold
 # 100 years; 0 keeps every version.
 NONCURRENT_VERSION_DAYS = (QUEUE_RETENTION_DAYS, 36500)
 MAX_CONCURRENT_TASKS = (0, 100_000)  # 0 means only the account's own limits
+# The job's own variables: a name ECS accepts, and none the job contract or AWS already sets.
+ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+RESERVED_ENVIRONMENT = frozenset(
+    {
+        "S3_BUCKET",
+        "S3_KEY",
+        "S3_VERSION_ID",
+        "RESULT_PREFIX",
+        "TMPDIR",
+        "TASK_TIMEOUT_SECONDS",
+        "TASK_PROCESSOR",
+    }
+)
+RESERVED_ENVIRONMENT_PREFIXES = ("AWS_", "ECS_")
+PROCESSOR = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+# Where a secret comes from: an ARN, or a name with the service it lives in.
+SSM_PARAMETER_ARN = re.compile(r"arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:parameter/.+")
+SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[^:]+")
+KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
+WHERE_SECRETS_LIVE = (
+    "ssm:<parameter name>, secretsmanager:<secret name>, or the ARN of an SSM parameter or a "
+    "Secrets Manager secret"
+)
 BACKLOG_AGE_ALARM_MINUTES = (1, QUEUE_RETENTION_DAYS * 24 * 60)
 
 # Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
@@ -82,11 +113,31 @@ CONFIG_KEYS: tuple[str, ...] = (
     "taskTimeoutMinutes",
     "maxConcurrentTasks",
     "backlogAgeAlarmMinutes",
+    "taskProcessor",
+    "taskImageContext",
+    "taskEnvironment",
+    "taskSecrets",
+    "taskSecretsKmsKeyArns",
 )
 
 
 class ConfigError(pulumi.RunError):
     """Bad stack configuration. RunError makes Pulumi print the message without a traceback."""
+
+
+SecretStore = Literal["ssm", "secretsmanager"]
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one of the job's secrets lives: a parameter or secret, by name or by ARN."""
+
+    store: SecretStore
+    ref: str  # as given: a name, or an ARN
+
+    @property
+    def is_arn(self) -> bool:
+        return self.ref.startswith("arn:")
 
 
 @dataclass(frozen=True)
@@ -119,11 +170,18 @@ class Settings:
     noncurrent_version_days: int | None = None  # None: keep every noncurrent version
     max_concurrent_tasks: int = 0  # 0: only the account's own limits
     backlog_age_alarm_minutes: int = 60
+    task_processor: str | None = None  # module:function for the default image
+    image_context: str | None = None  # None: the job image built from task/
+    task_environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    task_secrets: Mapping[str, SecretRef] = field(default_factory=lambda: MappingProxyType({}))
+    secret_kms_key_arns: tuple[str, ...] = ()
+    name: str | None = None  # the component's name; None: "<project>-<stack>"
+    existing_bucket: str | None = None  # None: a bucket is created
 
     @property
     def name_prefix(self) -> str:
         """Prefix for physical names that must be known before deployment (family, log groups)."""
-        return f"{self.project}-{self.stack}"
+        return self.name or f"{self.project}-{self.stack}"
 
     @property
     def task_family(self) -> str:
@@ -143,16 +201,49 @@ class Settings:
         return self.vpc_id is not None
 
 
+@dataclass(frozen=True)
+class Naming:
+    """How messages name a setting: a stack config key, or an argument of the component."""
+
+    describe: Callable[[str], str]  # "taskCpu" -> how the user knows it
+    fix: Callable[[str], str]  # what to do about a bad value
+
+
+CONFIG_NAMING = Naming(
+    describe=lambda key: f"Config {NAMESPACE}:{key}",
+    fix=lambda key: f"Fix it with `pulumi config set {key} <value>` (or edit Pulumi.<stack>.yaml).",
+)
+
+
+def argument_name(key: str) -> str:
+    """The component argument for a config key: taskCpu -> task_cpu."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower().replace("gi_b", "gib")
+
+
+ARGS_NAMING = Naming(
+    describe=lambda key: f"S3FargateJobsArgs.{argument_name(key)}",
+    fix=lambda key: "Pass one that is allowed.",
+)
+_NAMING: ContextVar[Naming] = ContextVar("naming", default=CONFIG_NAMING)
+
+
+@contextmanager
+def naming(how: Naming) -> Iterator[None]:
+    """Messages raised inside name settings `how` says."""
+    token = _NAMING.set(how)
+    try:
+        yield
+    finally:
+        _NAMING.reset(token)
+
+
 def _key(name: str) -> str:
-    return f"{NAMESPACE}:{name}"
+    return _NAMING.get().describe(name)
 
 
 def _fail(name: str, value: object, allowed: str) -> ConfigError:
     shown = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return ConfigError(
-        f"Config {_key(name)} = {shown} is not valid: {allowed}. "
-        f"Fix it with `pulumi config set {name} <value>` (or edit Pulumi.<stack>.yaml)."
-    )
+    return ConfigError(f"{_key(name)} = {shown} is not valid: {allowed}. {_NAMING.get().fix(name)}")
 
 
 T = TypeVar("T")
@@ -168,7 +259,7 @@ def _choice(raw: Mapping[str, object], name: str, allowed: tuple[T, ...]) -> T:
 def _required(raw: Mapping[str, object], name: str) -> object:
     if name not in raw or raw[name] is None:
         raise ConfigError(
-            f"Config {_key(name)} is missing. It is declared with a default in Pulumi.yaml; "
+            f"{_key(name)} is missing. It is declared with a default in Pulumi.yaml; "
             "set it with `pulumi config set " + name + " <value>`."
         )
     return raw[name]
@@ -249,6 +340,53 @@ def _tags(raw: Mapping[str, object], project: str, stack: str) -> Mapping[str, s
     return MappingProxyType(tags)
 
 
+def _pairs(raw: Mapping[str, object], name: str) -> dict[str, str]:
+    """A list of "NAME=value" strings as a mapping; each NAME a variable the job may have."""
+    pairs: dict[str, str] = {}
+    for item in _string_list(raw, name):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not ENVIRONMENT_NAME.fullmatch(key):
+            raise _fail(name, item, 'each is written "NAME=value", NAME of letters, digits and "_"')
+        if key in RESERVED_ENVIRONMENT or key.startswith(RESERVED_ENVIRONMENT_PREFIXES):
+            reserved = ", ".join(sorted(RESERVED_ENVIRONMENT))
+            raise _fail(
+                name,
+                item,
+                f"{key} is set by the job contract or by AWS ({reserved}, AWS_*, ECS_*); "
+                "choose another name",
+            )
+        if key in pairs:
+            raise _fail(name, item, f"{key} is given twice")
+        pairs[key] = value
+    return pairs
+
+
+def _secret_ref(name: str, item: str, source: str) -> SecretRef:
+    source = source.strip()
+    if SSM_PARAMETER_ARN.fullmatch(source):
+        return SecretRef("ssm", source)
+    if SECRET_ARN.match(source):
+        return SecretRef("secretsmanager", source)
+    store, sep, ref = source.partition(":")
+    if sep and ref.strip() and store in ("ssm", "secretsmanager") and not source.startswith("arn"):
+        return SecretRef("ssm" if store == "ssm" else "secretsmanager", ref.strip())
+    raise _fail(name, item, f"each secret is NAME=<where>, <where> being {WHERE_SECRETS_LIVE}")
+
+
+def _secrets(raw: Mapping[str, object], environment: Mapping[str, str]) -> dict[str, SecretRef]:
+    secrets = {
+        key: _secret_ref("taskSecrets", f"{key}={source}", source)
+        for key, source in _pairs(raw, "taskSecrets").items()
+    }
+    both = sorted(set(secrets) & set(environment))
+    if both:
+        raise _fail(
+            "taskSecrets", both, "a name is either a plain variable (taskEnvironment) or a secret"
+        )
+    return secrets
+
+
 def _result_prefix_matches_upload_filter(
     upload_prefix: str, suffixes: tuple[str, ...], result_prefix: str
 ) -> bool:
@@ -269,6 +407,43 @@ def _suffixes_overlap(suffixes: tuple[str, ...]) -> tuple[str, str] | None:
             if i != j and a.endswith(b):
                 return a, b
     return None
+
+
+@dataclass(frozen=True)
+class _JobContents:
+    processor: str | None
+    environment: dict[str, str]
+    secrets: dict[str, SecretRef]
+    kms_keys: tuple[str, ...]
+
+
+def _job_contents(raw: Mapping[str, object]) -> _JobContents:
+    """What the job gets besides the upload: processor, variables, secrets and their keys."""
+    processor = _string(raw, "taskProcessor").strip() or None
+    if processor is not None and not PROCESSOR.fullmatch(processor):
+        raise _fail(
+            "taskProcessor",
+            processor,
+            "expected module:function with an absolute module path, e.g. "
+            "task.first_line:process; empty for the default processor",
+        )
+    environment = _pairs(raw, "taskEnvironment")
+    secrets = _secrets(raw, environment)
+    kms_keys = _string_list(raw, "taskSecretsKmsKeyArns")
+    for arn in kms_keys:
+        if not KMS_KEY_ARN.fullmatch(arn):
+            raise _fail(
+                "taskSecretsKmsKeyArns",
+                arn,
+                "expected the ARN of a KMS key (arn:<partition>:kms:<region>:<account>:key/<id>)",
+            )
+    if kms_keys and not secrets:
+        raise _fail(
+            "taskSecretsKmsKeyArns",
+            list(kms_keys),
+            "keys that decrypt the job's secrets go with taskSecrets; there are none",
+        )
+    return _JobContents(processor, environment, secrets, kms_keys)
 
 
 def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Settings:
@@ -357,6 +532,8 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
         f"keeps uploads {QUEUE_RETENTION_DAYS} days), which",
     )
 
+    job = _job_contents(raw)
+
     return Settings(
         project=project,
         stack=stack,
@@ -391,6 +568,11 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
         noncurrent_version_days=noncurrent_days or None,
         max_concurrent_tasks=max_concurrent_tasks,
         backlog_age_alarm_minutes=backlog_age_alarm,
+        task_processor=job.processor,
+        image_context=_string(raw, "taskImageContext").strip() or None,
+        task_environment=MappingProxyType(job.environment),
+        task_secrets=MappingProxyType(job.secrets),
+        secret_kms_key_arns=job.kms_keys,
     )
 
 
@@ -399,3 +581,11 @@ def load_settings() -> Settings:
     config = pulumi.Config(NAMESPACE)
     raw = {name: config.get(name) for name in CONFIG_KEYS}
     return parse_settings(raw, project=pulumi.get_project(), stack=pulumi.get_stack())
+
+
+def load_args() -> S3FargateJobsArgs:
+    """This stack's configuration, validated (messages name its keys), as the component's
+    arguments."""
+    from .args import S3FargateJobsArgs  # noqa: PLC0415 - args builds on this module
+
+    return S3FargateJobsArgs.from_settings(load_settings())

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws_context import AwsContext
-from infra.config import Settings
-from infra.policies import (
+from .aws_context import AwsContext
+from .config import SecretStore, Settings
+from .policies import (
+    Statement,
     allow,
     log_group_resources,
     policy_document,
@@ -35,9 +38,71 @@ def ecs_tasks_trust_policy(context: AwsContext) -> pulumi.Output[str]:
     )
 
 
+@dataclass(frozen=True)
+class JobSecret:
+    """One secret as the task definition injects it, and what the execution role may read."""
+
+    name: str
+    value_from: pulumi.Input[str]  # what ECS reads: the ARN (with a JSON key, if given)
+    resource: pulumi.Input[str]  # what IAM grants: the parameter or secret itself
+    store: SecretStore
+
+
+def job_secrets(settings: Settings, context: AwsContext) -> list[JobSecret]:
+    """Every secret by ARN. A parameter's ARN is built from its name; a secret's is looked up
+    (its ARN ends in six characters Secrets Manager chose). Only metadata is read, never a
+    value: the stack's state holds names and ARNs."""
+    found = []
+    for name, ref in sorted(settings.task_secrets.items()):
+        if ref.store == "ssm":
+            path = ref.ref if ref.is_arn or ref.ref.startswith("/") else f"/{ref.ref}"
+            arn = ref.ref if ref.is_arn else context.arn("ssm", f"parameter{path}")
+            found.append(JobSecret(name, arn, arn, "ssm"))
+        elif ref.is_arn:
+            base = secret_base_arn(ref.ref)
+            found.append(JobSecret(name, ref.ref, base, "secretsmanager"))
+        else:
+            arn = aws.secretsmanager.get_secret_output(name=ref.ref).arn
+            found.append(JobSecret(name, arn, arn, "secretsmanager"))
+    return found
+
+
+def secret_base_arn(arn: str) -> str:
+    """The secret a (possibly partial, possibly JSON-key) secret ARN names, as IAM matches it."""
+    parts = arn.split(":")
+    base = ":".join(parts[:7])  # arn:partition:secretsmanager:region:account:secret:name-AbCdEf
+    # Without Secrets Manager's six-character suffix, IAM needs it as a wildcard.
+    return base if re.search(r"-[A-Za-z0-9]{6}$", base) else f"{base}-??????"
+
+
 def execution_policy(
-    repository_arn: pulumi.Input[str], log_group_arn: pulumi.Input[str]
+    repository_arn: pulumi.Input[str],
+    log_group_arn: pulumi.Input[str],
+    secrets: list[JobSecret],
+    kms_key_arns: tuple[str, ...],
+    context: AwsContext,
 ) -> pulumi.Output[str]:
+    reading: list[Statement] = []
+    parameters = [secret.resource for secret in secrets if secret.store == "ssm"]
+    managed = [secret.resource for secret in secrets if secret.store == "secretsmanager"]
+    if parameters:
+        reading.append(allow("ReadTheJobsParameters", ["ssm:GetParameters"], parameters))
+    if managed:
+        reading.append(allow("ReadTheJobsSecrets", ["secretsmanager:GetSecretValue"], managed))
+    if kms_key_arns:
+        # Only as SSM or Secrets Manager decrypts a secret for ECS, never directly.
+        via = [
+            pulumi.Output.concat(service, ".", context.region, ".amazonaws.com")
+            for service in ("ssm", "secretsmanager")
+        ]
+        reading.append(
+            allow(
+                "DecryptTheJobsSecrets",
+                ["kms:Decrypt"],
+                list(kms_key_arns),
+                condition={"StringEquals": {"kms:ViaService": via}},
+            )
+        )
     return policy_document(
         [
             allow(
@@ -55,6 +120,7 @@ def execution_policy(
                 ["logs:CreateLogStream", "logs:PutLogEvents"],
                 log_group_resources(log_group_arn),
             ),
+            *reading,
         ]
     )
 
@@ -81,6 +147,7 @@ def container_definitions(
     context: AwsContext,
     image: pulumi.Input[str],
     log_group_name: pulumi.Input[str],
+    secrets: list[JobSecret] | None = None,
 ) -> pulumi.Output[str]:
     definition: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -107,7 +174,22 @@ def container_definitions(
                 if settings.task_timeout_minutes
                 else []
             ),
+            *(
+                [{"name": "TASK_PROCESSOR", "value": settings.task_processor}]
+                if settings.task_processor
+                else []
+            ),
+            *(
+                {"name": name, "value": value}
+                for name, value in sorted(settings.task_environment.items())
+            ),
         ],
+        # Injected by ECS at start from SSM or Secrets Manager: never a plain value here.
+        **(
+            {"secrets": [{"name": s.name, "valueFrom": s.value_from} for s in secrets]}
+            if secrets
+            else {}
+        ),
         "mountPoints": [
             {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_PATH, "readOnly": False}
         ],
@@ -145,16 +227,19 @@ class JobDefinition(pulumi.ComponentResource):
 
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/{settings.project}/{settings.stack}/jobs",
+            name=f"/{settings.name_prefix}/jobs",
             retention_in_days=settings.log_retention_days,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        secrets = job_secrets(settings, context)
         self.execution_role, execution_permissions = role_with_policy(
             f"{name}-execution",
-            description="ECS pulls the job image and ships its logs with this role",
+            description="ECS pulls the image, ships the logs and reads the secrets of the job",
             trust_policy=ecs_tasks_trust_policy(context),
-            policy=execution_policy(repository_arn, self.log_group.arn),
+            policy=execution_policy(
+                repository_arn, self.log_group.arn, secrets, settings.secret_kms_key_arns, context
+            ),
             tags=tags,
             parent=self,
         )
@@ -187,7 +272,7 @@ class JobDefinition(pulumi.ComponentResource):
             task_role_arn=self.task_role.arn,
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
             container_definitions=container_definitions(
-                settings, context, image, self.log_group.name
+                settings, context, image, self.log_group.name, secrets
             ),
             tags=tags,
             # A task must not start before its roles can do what it needs.

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import runpy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,34 +194,67 @@ class _Mocks(pulumi.runtime.Mocks):
         return resource_id, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        function = args.token
-        if function == "aws:index/getPartition:getPartition":
-            return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION}, []
-        if function == "aws:index/getRegion:getRegion":
-            return {"region": REGION, "name": REGION, "id": REGION}, []
-        if function == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {
-                "accountId": ACCOUNT_ID,
-                "arn": f"arn:{PARTITION}:iam::{ACCOUNT_ID}:user/offline",
-                "userId": "OFFLINE",
-                "id": ACCOUNT_ID,
-            }, []
-        if function == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            return {
-                "userName": "AWS",
-                "password": "offline-token",
-                "authorizationToken": "offline",
-                "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com",
-                "id": REGION,
-            }, []
-        if function == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
-            service = args.args.get("service", "unknown")
-            return {
-                "serviceName": f"com.amazonaws.{REGION}.{service}",
-                "serviceType": args.args.get("serviceType", "Interface"),
-                "id": service,
-            }, []
-        raise NotImplementedError(f"the offline evaluator has no answer for invoke {function}")
+        answer = _INVOKES.get(args.token)
+        if answer is None:
+            raise NotImplementedError(
+                f"the offline evaluator has no answer for invoke {args.token}"
+            )
+        return answer(dict(args.args)), []
+
+
+def _vpc_endpoint_service(args: dict[str, Any]) -> dict[str, Any]:
+    service = args.get("service", "unknown")
+    return {
+        "serviceName": f"com.amazonaws.{REGION}.{service}",
+        "serviceType": args.get("serviceType", "Interface"),
+        "id": service,
+    }
+
+
+def _secret(args: dict[str, Any]) -> dict[str, Any]:
+    # Metadata only, as the provider returns it: the ARN carries Secrets Manager's suffix.
+    name = str(args.get("name") or str(args.get("arn", "")).rsplit(":", 1)[-1])
+    arn = f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{name}-AbC123"
+    return {"arn": arn, "name": name, "id": arn, "kmsKeyId": ""}
+
+
+def _existing_bucket(args: dict[str, Any]) -> dict[str, Any]:
+    bucket = str(args.get("bucket"))
+    # A bucket named after another region lives there (to test the region check).
+    region = next((r for r in ("eu-west-1", "ap-south-1") if bucket.startswith(r)), REGION)
+    return {
+        "bucket": bucket,
+        "arn": f"arn:{PARTITION}:s3:::{bucket}",
+        "region": region,
+        "id": bucket,
+    }
+
+
+# The provider functions the program calls, answered as the provider would.
+_INVOKES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "aws:index/getPartition:getPartition": lambda _: {
+        "partition": PARTITION,
+        "dnsSuffix": "amazonaws.com",
+        "id": PARTITION,
+    },
+    "aws:index/getRegion:getRegion": lambda _: {"region": REGION, "name": REGION, "id": REGION},
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda _: {
+        "accountId": ACCOUNT_ID,
+        "arn": f"arn:{PARTITION}:iam::{ACCOUNT_ID}:user/offline",
+        "userId": "OFFLINE",
+        "id": ACCOUNT_ID,
+    },
+    "aws:ecr/getAuthorizationToken:getAuthorizationToken": lambda _: {
+        "userName": "AWS",
+        "password": "offline-token",
+        "authorizationToken": "offline",
+        "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com",
+        "id": REGION,
+    },
+    "aws:ec2/getVpcEndpointService:getVpcEndpointService": _vpc_endpoint_service,
+    "aws:secretsmanager/getSecret:getSecret": _secret,
+    "aws:s3/getBucket:getBucket": _existing_bucket,
+}
 
 
 def _reveal(value: Any) -> Any:
@@ -281,20 +314,30 @@ def committed_stacks() -> list[str]:
 
 def evaluate(stack: str, overrides: Mapping[str, Any] | None = None) -> Evaluation:
     """Run __main__.py for `stack` under mocks and return everything it declared."""
-    config = stack_config(stack, overrides)
+    return evaluate_program(PROJECT_DIR, PROJECT, stack, stack_config(stack, overrides))
+
+
+def evaluate_program(
+    program_dir: Path, project: str, stack: str, config: Mapping[str, str]
+) -> Evaluation:
+    """Run any Pulumi program's __main__.py (a user's, say) under the same mocks."""
+    # What a failed evaluation left behind (an exception raised inside an apply) must not
+    # fail the next one, as pulumi.runtime.test clears it.
+    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
+    pulumi.runtime.settings.SETTINGS.outputs.clear()
     mocks = _Mocks()
     monitor = _RecordingMonitor(mocks)
-    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_all_config(dict(config))
     # A fresh root stack per evaluation, so several stacks can be evaluated in one process.
     pulumi.runtime.settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     root = pulumi.runtime.get_root_resource()
     exported: dict[str, Any] = {}
 
     def program() -> pulumi.Output[Any]:
         # The Pulumi CLI runs the program from the project directory; relative paths rely on it.
-        with contextlib.chdir(PROJECT_DIR):
-            runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
+        with contextlib.chdir(program_dir):
+            runpy.run_path(str(program_dir / "__main__.py"), run_name="__main__")
         outputs = dict(getattr(root, "outputs", {}))
 
         def keep(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +351,7 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None) -> Evaluati
     except Exception as error:
         raise ProgramError(error, [r.name for r, _ in monitor.registrations]) from error
 
-    evaluation = Evaluation(stack=stack, config=config, outputs=exported)
+    evaluation = Evaluation(stack=stack, config=dict(config), outputs=exported)
     for request, urn in monitor.registrations:
         name = request.name
         key = (request.type, name)
