@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import Settings
+from .config import Settings
 
 
 class JobCluster(pulumi.ComponentResource):

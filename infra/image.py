@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
-from infra.config import Settings
+from .config import Settings
 
 # Caches the tag skips; task/.dockerignore keeps each out of the build context too (a test checks).
 IGNORED_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")

@@ -8,10 +8,10 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws_context import AwsContext
-from infra.config import Settings
-from infra.job import CONTAINER_NAME, LOG_STREAM_PREFIX
-from infra.queues import holding_queue
+from .aws_context import AwsContext
+from .config import Settings
+from .job import CONTAINER_NAME, LOG_STREAM_PREFIX
+from .queues import holding_queue
 
 SUCCESSFUL_STOP = "EssentialContainerExited"
 LOG_STREAM_TASK_ID = "{task id}"

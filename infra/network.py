@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from infra.config import Settings
+from .config import Settings
 
 # Interface endpoints a task in a subnet without internet access needs: pull the image
 # (ECR API + Docker registry) and ship logs. S3 (image layers and the uploads) is a gateway

@@ -8,7 +8,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import QUEUE_RETENTION_DAYS
+from .config import QUEUE_RETENTION_DAYS
 
 
 def holding_queue(name: str, tags: dict[str, str], opts: pulumi.ResourceOptions) -> aws.sqs.Queue:

@@ -8,15 +8,16 @@ as a started task or a message in the dead-letter queue: nothing is dropped sile
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws_context import AwsContext
-from infra.config import Settings
-from infra.policies import (
+from .args import ExistingNotifications
+from .aws_context import AwsContext
+from .config import Settings
+from .policies import (
     Statement,
     allow,
     log_group_resources,
@@ -24,7 +25,7 @@ from infra.policies import (
     role_with_policy,
     service_trust_policy,
 )
-from infra.queues import backlog_queue, holding_queue
+from .queues import backlog_queue, holding_queue
 
 RUNTIME = "python3.13"
 HANDLER = "handler.handler"
@@ -47,6 +48,17 @@ BACKLOG_MAXIMUM_CONCURRENCY = 2  # the smallest the mapping allows
 # The cap's table: its lock item and the ledger of started uploads, which expire by this field.
 STATE_TABLE_KEY = "pk"
 STATE_TABLE_TTL_ATTRIBUTE = "expiresAt"
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    """The bucket uploads come from: its name and ARN, the configuration S3 must have settled
+    before it accepts a notification, and what else it notifies (an existing bucket's)."""
+
+    name: pulumi.Input[str]
+    arn: pulumi.Input[str]
+    configured: Sequence[pulumi.Resource] = ()
+    other_notifications: ExistingNotifications = field(default_factory=ExistingNotifications)
 
 
 @dataclass(frozen=True)
@@ -177,8 +189,7 @@ class TaskRunner(pulumi.ComponentResource):
         context: AwsContext,
         *,
         source_dir: Path,
-        bucket: aws.s3.Bucket,
-        bucket_configured: list[pulumi.Resource],
+        bucket: UploadSource,
         target: JobTarget,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -215,7 +226,7 @@ class TaskRunner(pulumi.ComponentResource):
         )
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/{settings.project}/{settings.stack}/runner",
+            name=f"/{settings.name_prefix}/runner",
             retention_in_days=settings.log_retention_days,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self),
@@ -312,22 +323,29 @@ class TaskRunner(pulumi.ComponentResource):
             source_account=context.account_id,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # The only notification configuration of the bucket (a second one would replace it).
+        # The only notification configuration of the bucket (a second one would replace it):
+        # the trigger, and whatever else an existing bucket notified, kept as it was.
         # S3 validates the destination when it is set, so the permission must exist first.
+        others = bucket.other_notifications
         self.notification = aws.s3.BucketNotification(
             f"{name}-trigger",
-            bucket=bucket.id,
+            bucket=bucket.name,
             lambda_functions=[
-                aws.s3.BucketNotificationLambdaFunctionArgs(
-                    lambda_function_arn=self.function.arn,
-                    events=["s3:ObjectCreated:*"],
-                    filter_prefix=settings.upload_prefix or None,
-                    filter_suffix=suffix,
-                )
-                for suffix in (settings.upload_suffixes or (None,))
+                *(
+                    aws.s3.BucketNotificationLambdaFunctionArgs(
+                        lambda_function_arn=self.function.arn,
+                        events=["s3:ObjectCreated:*"],
+                        filter_prefix=settings.upload_prefix or None,
+                        filter_suffix=suffix,
+                    )
+                    for suffix in (settings.upload_suffixes or (None,))
+                ),
+                *others.lambda_functions,
             ],
+            queues=list(others.queues) or None,
+            topics=list(others.topics) or None,
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.permission, *bucket_configured]
+                parent=self, depends_on=[self.permission, *bucket.configured]
             ),
         )
         self.register_outputs(

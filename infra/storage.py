@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import Settings
+from .config import Settings
 
 # An interrupted multipart upload keeps its parts, billed and invisible in listings, until
 # aborted; a week leaves any real upload time to finish.

@@ -404,11 +404,15 @@ def test_every_taggable_resource_carries_the_stack_tags(stack: Evaluation) -> No
     assert seen >= len(TAGGABLE)
 
 
-def test_every_child_is_parented_to_a_component_and_named_after_it(stack: Evaluation) -> None:
+def test_everything_is_one_component_whose_children_are_parented_and_named_after_it(
+    stack: Evaluation,
+) -> None:
+    (system,) = stack.of_type("s3fargatejobs:index:S3FargateJobs")
+    assert system.parent.endswith("pulumi:pulumi:Stack::s3-fargate-jobs-" + stack.stack)
     components = {r.urn: r for r in stack if r.type.startswith("s3fargatejobs:index:")}
-    assert len(components) == 7
+    assert len(components) == 8
     for resource in stack:
-        if resource.type.startswith("s3fargatejobs:index:"):
+        if resource is system:
             continue
         assert resource.parent in components, resource.name
         assert resource.name.startswith(components[resource.parent].name), resource.name
