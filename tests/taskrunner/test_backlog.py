@@ -71,6 +71,12 @@ def _json_or_text(body: str) -> Any:
         return body
 
 
+def at_the_quota(fake_ecs: FakeEcs) -> None:
+    """ECS answers every RunTask as it does at the account's Fargate vCPU quota."""
+    quota = "You've reached the limit on the number of vCPUs you can run concurrently"
+    fake_ecs.inject(Fault.failure(quota), times=None)
+
+
 def test_an_sqs_batch_is_told_apart_from_an_s3_event() -> None:
     assert is_backlog_event(batch(sqs_record(s3_event(s3_record("uploads/a.csv")), "1")))
     assert not is_backlog_event(s3_event(s3_record("uploads/a.csv")))
@@ -92,8 +98,7 @@ def test_a_parked_upload_that_can_start_now_starts_and_its_message_is_deleted(
 def test_an_upload_that_still_cannot_start_is_kept_and_hidden_for_a_longer_delay(
     fake_ecs: FakeEcs, settings: RunnerSettings
 ) -> None:
-    quota = "You've reached the limit on the number of vCPUs you can run concurrently"
-    fake_ecs.inject(Fault.failure(quota), times=None)
+    at_the_quota(fake_ecs)
     sqs = RecordingSqs()
     event = batch(
         sqs_record(s3_event(s3_record("uploads/a.csv", sequencer="01")), "1", receive_count=1),
@@ -243,8 +248,7 @@ def test_a_passing_fault_is_retried_sooner_than_a_turn_in_a_long_queue(
 def test_a_big_batch_is_hidden_again_ten_messages_per_call_as_sqs_requires(
     fake_ecs: FakeEcs, settings: RunnerSettings
 ) -> None:
-    quota = "You've reached the limit on the number of vCPUs you can run concurrently"
-    fake_ecs.inject(Fault.failure(quota), times=None)
+    at_the_quota(fake_ecs)
     sqs = RecordingSqs()
     event = batch(
         *(
