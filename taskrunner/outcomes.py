@@ -34,7 +34,8 @@ class RecordResult:
     the longer the backlog, the longer the wait, so their delay keeps growing); the others met a
     passing fault (throttling, a capacity shortage, a server error) and are tried again soon.
     `maybe_started` marks a lost RunTask answer: the task may be running already, and the
-    retry's clientToken will tell.
+    retry's clientToken will tell. `no_task` marks an answer ECS gave after looking the upload's
+    clientToken up (a `failures` entry, a rejected request): no task of it exists.
     """
 
     outcome: Outcome
@@ -43,6 +44,7 @@ class RecordResult:
     reason: str | None = None
     maybe_started: bool = False
     full: bool = False
+    no_task: bool = False
 
     @property
     def has_task(self) -> bool:

@@ -109,6 +109,7 @@ class TaskCap:
         self.cap = settings.max_concurrent_tasks
         self.table = settings.state_table
         self.holder = uuid.uuid4().hex
+        self.full_reason = f"the cap of {self.cap} tasks pending or running is reached"
 
     def start(
         self,
@@ -122,8 +123,7 @@ class TaskCap:
         if not self._may_fit(keys):
             # The usual case while a big batch waits: no ledger read, no turn taken. A twin
             # that waits here meets the ledger when its turn comes.
-            why = f"the cap of {self.cap} tasks pending or running is reached"
-            return [_waits_its_turn(upload, why) for upload in uploads]
+            return [_waits_its_turn(upload, self.full_reason) for upload in uploads]
         known = self.started_earlier(key for key in keys if not key.startswith(UNTRACKED))
         for index, key in enumerate(keys):
             if key in known:
@@ -178,9 +178,7 @@ class TaskCap:
         """Holding the lock: start `upload` if it fits, and account for what happened."""
         reserved = key in in_flight.reservations
         if not reserved and in_flight.count(listed) >= self.cap:
-            return _waits_its_turn(
-                upload, f"the cap of {self.cap} tasks pending or running is reached"
-            )
+            return _waits_its_turn(upload, self.full_reason)
         result = start_one(upload)
         now = self.services.clock()
         if result.has_task and result.task_arn:
@@ -191,9 +189,11 @@ class TaskCap:
             # Its task may be running: keep its place until its retry asks ECS.
             until = now + RESERVATION_SECONDS
             in_flight.entries[key] = ("", until)
-        else:
-            # Started nothing (or ECS named no task): it holds no place any more.
+        elif result.no_task or result.has_task:
+            # ECS looked the token up and started nothing (or named no task): no place kept.
             in_flight.entries.pop(key, None)
+        # Else (throttled, not tried for lack of time) ECS said nothing of an earlier lost
+        # answer's task: a place kept for it stays.
         return result
 
     # --- the ledger of started uploads --------------------------------------------------------

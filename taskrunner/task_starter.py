@@ -155,12 +155,13 @@ def _error_result(error: ClientError, upload: Upload) -> RecordResult:
 
 
 def _not_now(upload: Upload, reason: str, said: str) -> RecordResult:
-    """`waiting` when ECS said "not now" in `said`, `failed` when it said anything else."""
+    """`waiting` when ECS said "not now" in `said`, `failed` when it said anything else. Either
+    way ECS handled the request, clientToken included: it started no task for this upload."""
     if QUOTA_MESSAGE.search(said):
-        return RecordResult("waiting", upload, reason=reason, full=True)
+        return RecordResult("waiting", upload, reason=reason, full=True, no_task=True)
     if CAPACITY_MESSAGE.search(said):
-        return RecordResult("waiting", upload, reason=reason)
-    return RecordResult("failed", upload, reason=reason)
+        return RecordResult("waiting", upload, reason=reason, no_task=True)
+    return RecordResult("failed", upload, reason=reason, no_task=True)
 
 
 def start_uploads(
