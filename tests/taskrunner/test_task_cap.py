@@ -109,7 +109,12 @@ def test_at_the_cap_an_upload_waits_its_turn_without_asking_ecs() -> None:
         world.ecs.run_task(_request(other))
     world.sim.run(until=5)
     asked: list[Upload] = []
-    result = world.start(lambda upload: asked.append(upload) or RecordResult("started", upload))
+
+    def start_one(upload: Upload) -> RecordResult:
+        asked.append(upload)
+        return RecordResult("started", upload)
+
+    result = world.start(start_one)
     assert (result.outcome, result.full, asked) == ("waiting", True, [])
 
 
