@@ -183,6 +183,8 @@ def run(
             size=obj.size,
             partSize=settings.part_size,
             concurrency=settings.concurrency,
+            vcpus=settings.cpu_limit.vcpus if settings.cpu_limit else None,
+            vcpusFrom=settings.cpu_limit.source if settings.cpu_limit else None,
             processor=settings.processor_spec,
         )
         phase = "process"
