@@ -29,10 +29,10 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -143,34 +143,43 @@ def describe_object(
     )
 
 
+class ChunkStream(Protocol):
+    """The object's bytes in order, as chunks; close() stops the reads still running."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def __next__(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 def iter_chunks(
     client: S3Client,
     obj: ObjectInfo,
     part_size: int,
     concurrency: int,
     read_size: int = READ_SIZE,
-) -> Generator[bytes, None, None]:
-    """Yield the object's bytes in order while up to `concurrency` ranges download ahead.
+) -> ChunkStream:
+    """The object's bytes in order, while up to `concurrency` ranges download ahead.
 
-    Closing the iterator (or an error) cancels the remaining ranges; raises DownloadError's
-    subclasses for everything S3 can do wrong.
+    The direct reads request their first ranges at once, so the bytes arrive while the
+    processor is still being set up (importing numpy, say). Closing the stream (or an error)
+    cancels the remaining ranges; raises DownloadError's subclasses for everything S3 can do
+    wrong.
     """
-    if obj.size == 0:
-        return
-    presigned = PresignedGet.for_client(client, obj)
+    presigned = PresignedGet.for_client(client, obj) if obj.size else None
     if presigned is None:
-        yield from _threaded_chunks(client, obj, part_size, concurrency, read_size)
-    else:
-        reads = _DirectReads(
-            client,
-            obj,
-            presigned,
-            part_size=part_size,
-            concurrency=concurrency,
-            read_size=read_size,
-        )
-        with reads:
-            yield from reads.chunks()
+        return _threaded_chunks(client, obj, part_size, concurrency, read_size)
+    reads = _DirectReads(
+        client,
+        obj,
+        presigned,
+        part_size=part_size,
+        concurrency=concurrency,
+        read_size=read_size,
+    )
+    reads.start()
+    return reads
 
 
 class PresignedGet:
@@ -282,11 +291,23 @@ class _DirectReads:
         self._idle: list[Any] = []  # kept-alive connections
         self._pin = {} if obj.version_id else {"If-Match": obj.etag}  # VersionId is signed in
         self._never_cancelled = threading.Event()
+        self._chunks = self._generate()
 
-    def __enter__(self) -> _DirectReads:
+    def start(self) -> None:
+        """Send the first `concurrency` requests."""
+        self._start_reads()
+
+    def __iter__(self) -> Iterator[bytes]:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._release()
+
+    def _release(self) -> None:
         for flight in self._in_flight.values():
             flight.read.close()
         for sock in self._idle:
@@ -295,23 +316,26 @@ class _DirectReads:
         self._idle.clear()
         self._selector.close()
 
-    def chunks(self) -> Generator[bytes, None, None]:
-        for index in range(self._part_count):
-            self._start_reads()
-            while index not in self._ready:
-                self._pump(block=True)
-            ready = self._ready.pop(index)
-            if isinstance(ready, list):
-                while ready:
-                    yield ready.pop(0)
-                continue
-            length = min(self._part_size, self._obj.size - index * self._part_size)
-            with memoryview(ready) as body:
-                for offset in range(0, length, self._read_size):
-                    chunk = body[offset : min(offset + self._read_size, length)].tobytes()
-                    self._pump(block=False)  # keep connections draining while the processor works
-                    yield chunk
-            self._free.append(ready)
+    def _generate(self) -> Generator[bytes, None, None]:
+        try:
+            for index in range(self._part_count):
+                self._start_reads()
+                while index not in self._ready:
+                    self._pump(block=True)
+                ready = self._ready.pop(index)
+                if isinstance(ready, list):
+                    while ready:
+                        yield ready.pop(0)
+                    continue
+                length = min(self._part_size, self._obj.size - index * self._part_size)
+                with memoryview(ready) as body:
+                    for offset in range(0, length, self._read_size):
+                        chunk = body[offset : min(offset + self._read_size, length)].tobytes()
+                        self._pump(block=False)  # keep connections draining meanwhile
+                        yield chunk
+                self._free.append(ready)
+        finally:
+            self._release()
 
     def _start_reads(self) -> None:
         while self._parts and len(self._in_flight) + len(self._ready) < self._concurrency:
