@@ -245,6 +245,20 @@ def test_direct_reads_run_at_most_concurrency_ranges_ahead_of_the_processor(
         assert len(server.gets()) == requested  # closing stopped it
 
 
+def test_direct_reads_request_their_first_ranges_before_the_first_chunk_is_asked_for(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(8 * DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        stream = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 3)
+        deadline = time.monotonic() + 5
+        while len(server.gets()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(server.gets()) == 3  # while the processor would still be setting up
+        assert b"".join(stream) == server.data
+
+
 def test_kept_alive_connections_carry_later_ranges(
     aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
