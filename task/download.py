@@ -198,27 +198,30 @@ class PresignedGet:
     @classmethod
     def for_client(cls, client: S3Client, obj: ObjectInfo) -> PresignedGet | None:
         """Direct reads for this client's settings, or None where only boto3 can read."""
-        config = getattr(getattr(client, "meta", None), "config", None)
+        meta = getattr(client, "meta", None)
+        config = getattr(meta, "config", None)
         if getattr(config, "proxies", None) or getattr(config, "client_cert", None):
             return None
-        endpoint_url = getattr(getattr(client, "meta", None), "endpoint_url", "")
-        if not hasattr(client, "generate_presigned_url") or not endpoint_url:
+        endpoint_url = str(getattr(meta, "endpoint_url", ""))
+        if not hasattr(client, "generate_presigned_url"):
             return None
-        scheme, _, rest = endpoint_url.partition("://")
-        host = rest.split("/")[0].rsplit(":", 1)[0]
-        if urllib.request.getproxies_environment().get(scheme) and not (
-            urllib.request.proxy_bypass(host)
-        ):
-            return None  # botocore honours HTTP(S)_PROXY; the direct reads do not
+        scheme = endpoint_url.partition("://")[0]
         try:
-            return cls(client, obj, _tls_context(client) if scheme == "https" else None)
+            presigned = cls(client, obj, _tls_context(client) if scheme == "https" else None)
         except (RangeFailed, BotoCoreError, ssl.SSLError, OSError):
             return None  # boto3 will read it, and report whatever is wrong in its words
+        proxy = urllib.request.getproxies_environment().get(scheme)
+        if proxy and not urllib.request.proxy_bypass(presigned.endpoint.host):
+            return None  # botocore honours HTTP(S)_PROXY; the direct reads do not
+        return presigned
 
     def target(self) -> str:
         """The request target (path and signed query) to send to `endpoint`."""
         if time.monotonic() - self._made_at > PRESIGN_RENEW_SECONDS:
-            endpoint = self._renew()
+            try:
+                endpoint = self._renew()
+            except BotoCoreError as error:  # credentials that failed to refresh, say
+                raise RangeFailed(f"presigning failed: {error}") from error
             if endpoint != self.endpoint:
                 raise RangeFailed(f"the endpoint moved to {endpoint.host_header}")
         return self._target
@@ -287,7 +290,6 @@ class _DirectReads:
         self._in_flight: dict[int, _InFlight] = {}
         self._ready: dict[int, bytearray | list[bytes]] = {}  # part buffers, or boto3's chunks
         self._free: list[bytearray] = []
-        self._buffers = 0
         self._idle: list[Any] = []  # kept-alive connections
         self._pin = {} if obj.version_id else {"If-Match": obj.etag}  # VersionId is signed in
         self._never_cancelled = threading.Event()
@@ -340,11 +342,7 @@ class _DirectReads:
     def _start_reads(self) -> None:
         while self._parts and len(self._in_flight) + len(self._ready) < self._concurrency:
             part = self._parts.popleft()
-            if self._free:
-                buffer = self._free.pop()
-            else:
-                buffer = bytearray(self._part_size)
-                self._buffers += 1
+            buffer = self._free.pop() if self._free else bytearray(self._part_size)
             self._start(part, buffer, fresh=False)
 
     def _start(self, part: Part, buffer: bytearray, fresh: bool) -> None:
