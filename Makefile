@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The task image's runtime dependencies alone (task/requirements.txt), for the task bench.
+# The task image's runtime dependencies alone (task/requirements.txt), for the task bench;
+# TASK_PYTHON=python3.13 builds it on the image's Python where that is installed.
+TASK_PYTHON ?= $(PYTHON)
 TASK_VENV := venv-task
 TASK_STAMP := $(TASK_VENV)/.installed
 ARGS ?=
@@ -36,7 +38,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jobctl demo $(ARGS)
 
 $(TASK_STAMP): task/requirements.txt
-	$(PYTHON) -m venv $(TASK_VENV)
+	$(TASK_PYTHON) -m venv $(TASK_VENV)
 	$(TASK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r task/requirements.txt
 	touch $@
 
