@@ -300,6 +300,22 @@ def check_targets(runs: list[Run], large: int, small: int | None, vcpus_list: li
     return missed
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.machine()
+
+
+def task_python_version(task_python: str) -> str:
+    return subprocess.run(
+        [task_python, "-c", "import platform; print('Python', platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -340,9 +356,9 @@ def main() -> int:
     share_stored_bytes_in_moto()
     list_moto_modules_once()
     print(
-        f"machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}; load average before: "
-        + " ".join(f"{load:.2f}" for load in os.getloadavg())
+        f"machine: {os.cpu_count()} cores ({cpu_model()}), bench on Python "
+        f"{platform.python_version()}, job on {task_python_version(args.task_python)}; "
+        "load average before: " + " ".join(f"{load:.2f}" for load in os.getloadavg())
     )
     print(
         f"server: moto on 127.0.0.1 in this process (outside every quota), each connection "
