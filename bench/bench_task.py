@@ -57,8 +57,8 @@ from typing import TYPE_CHECKING
 import boto3
 from boto3.s3.transfer import TransferConfig
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "bench"
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent  # whose task/ is measured
 sys.path[:0] = [str(REPO), str(BENCH)]
 
 from cpu_quota import Confined, QuotaUnavailableError, run_confined  # noqa: E402
@@ -85,7 +85,7 @@ JOB = "python -m task"
 FRAME = "frame alone"
 NAIVE = "naive get_object"
 AWSCRT = "awscrt (aws-c-s3)"
-READERS = (JOB, FRAME, NAIVE, AWSCRT)
+READERS = {"job": JOB, "frame": FRAME, "naive": NAIVE, "awscrt": AWSCRT}  # option: name
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def print_table(runs: list[Run], size_mib: int, vcpus_list: list[float], count: 
     print(header)
     print("-" * len(header))
     for vcpus in vcpus_list:
-        for reader in READERS:
+        for reader in READERS.values():
             mine = [r for r in runs if r.reader == reader and r.vcpus == vcpus]
             if not mine:
                 continue
@@ -332,6 +332,13 @@ def main() -> int:
         default=[256, 1024],
         help="object sizes; the largest gets every reader, the others the job (RSS flatness)",
     )
+    parser.add_argument(
+        "--readers",
+        nargs="+",
+        choices=list(READERS),
+        default=list(READERS),
+        help="which readers run on the largest object (the job always runs on the others)",
+    )
     parser.add_argument("--per-connection-mbps", type=float, default=90.0)
     parser.add_argument(
         "--nice",
@@ -374,10 +381,11 @@ def main() -> int:
             s3 = boto3.client("s3")
             s3.create_bucket(Bucket=BUCKET)
             expected = {size: upload(s3, f"bench/{size}MiB.bin", size * MIB) for size in sizes}
+            chosen = [READERS[name] for name in args.readers]
             for _round in range(args.runs):
                 for vcpus in args.vcpus:
                     for size in sizes:
-                        for reader in READERS if size == large else (JOB,):
+                        for reader in chosen if size == large else (JOB,):
                             run = measure(
                                 s3,
                                 reader,
