@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import socket
 import ssl
 import threading
 import time
@@ -290,7 +291,7 @@ class _DirectReads:
         self._in_flight: dict[int, _InFlight] = {}
         self._ready: dict[int, bytearray | list[bytes]] = {}  # part buffers, or boto3's chunks
         self._free: list[bytearray] = []
-        self._idle: list[Any] = []  # kept-alive connections
+        self._idle: list[socket.socket] = []  # kept-alive connections
         self._pin = {} if obj.version_id else {"If-Match": obj.etag}  # VersionId is signed in
         self._never_cancelled = threading.Event()
         self._chunks = self._generate()
@@ -347,15 +348,9 @@ class _DirectReads:
 
     def _start(self, part: Part, buffer: bytearray, fresh: bool) -> None:
         endpoint = self._presigned.endpoint
-        reused = False
+        sock = self._reusable_connection() if not fresh else None
+        reused = sock is not None
         try:
-            sock = None
-            while self._idle and not fresh:
-                candidate = self._idle.pop()
-                if is_reusable(candidate):
-                    sock, reused = candidate, True
-                    break
-                candidate.close()
             if sock is None:
                 sock = endpoint.connect(CONNECT_TIMEOUT_SECONDS)
             request = format_range_request(
@@ -371,11 +366,22 @@ class _DirectReads:
         except RangeFailed as failure:
             if sock is not None:
                 sock.close()
-            self._fall_back(part, buffer, failure)
+            if reused:  # the server closed it while idle: not a failure of the range
+                self._start(part, buffer, fresh=True)
+            else:
+                self._fall_back(part, buffer, failure)
             return
         flight = _InFlight(part, buffer, read, reused)
         self._in_flight[part.index] = flight
         self._selector.register(sock, selectors.EVENT_READ, flight)
+
+    def _reusable_connection(self) -> socket.socket | None:
+        while self._idle:
+            candidate = self._idle.pop()
+            if is_reusable(candidate):
+                return candidate
+            candidate.close()
+        return None
 
     def _check_head(self, head: ResponseHead, part: Part) -> None:
         response = {
