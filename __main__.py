@@ -58,6 +58,7 @@ monitoring = FailureMonitoring(
     cluster_arn=cluster.cluster.arn,
     runner_function_name=runner.function.name,
     runner_dead_letter_queue=runner.dead_letter_queue,
+    backlog_queue=runner.backlog_queue,
     job_log_group_name=job.log_group.name,
 )
 
@@ -69,6 +70,8 @@ pulumi.export("taskDefinitionArn", job.task_definition.arn)
 pulumi.export("taskRunnerFunctionName", runner.function.name)
 pulumi.export("logGroupName", job.log_group.name)
 pulumi.export("deadLetterQueueUrl", runner.dead_letter_queue.url)
+pulumi.export("backlogQueueUrl", runner.backlog_queue.url)
+pulumi.export("maxConcurrentTasks", settings.max_concurrent_tasks)
 pulumi.export("repositoryUrl", image.repository.repository_url)
 pulumi.export("failedJobsQueueUrl", monitoring.failed_jobs_queue.url)
 pulumi.export("alertTopicArn", monitoring.alert_topic.arn)

@@ -27,8 +27,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
 sys.path[:0] = [str(PROJECT_DIR), str(TASKRUNNER_DIR)]
 
-from runner_settings import load_settings  # noqa: E402 - the Lambda's modules are top-level
-from task_starter import build_run_task_request, process_event  # noqa: E402
+from dispatch import process_uploads  # noqa: E402 - the Lambda's modules are top-level
+from runner_settings import load_settings  # noqa: E402
+from services import Services  # noqa: E402
+from task_starter import build_run_task_request  # noqa: E402
 from upload_events import parse_record  # noqa: E402
 
 from tests.fakes.fake_ecs import running_fake_ecs  # noqa: E402
@@ -45,6 +47,9 @@ RUNNER_ENV = {
     "ASSIGN_PUBLIC_IP": "DISABLED",
     "CAPACITY_PROVIDER": "FARGATE",
     "RESULT_PREFIX": "results/",
+    "BACKLOG_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-backlog",
+    "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-dlq",
+    "MAX_CONCURRENT_TASKS": "0",
 }
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -161,10 +166,10 @@ def main() -> None:
 
         records = options.records
         event = {"Records": [s3_record(number) for number in range(records)]}
-        instant = cast("ECSClient", InstantEcs())
-        process_event(event, settings, instant)  # warm: first-call imports and caches
+        instant = Services(cast("ECSClient", InstantEcs()))
+        process_uploads(event, settings, instant)  # warm: first-call imports and caches
         own = min(
-            per_record_seconds(lambda: process_event(event, settings, instant), records)
+            per_record_seconds(lambda: process_uploads(event, settings, instant), records)
             for _ in range(5)
         )
         print(f"per record, {records} records, ECS answering instantly (runner's own work):")
@@ -173,14 +178,17 @@ def main() -> None:
         http_records = min(records, 300)
         http_event = {"Records": event["Records"][:http_records]}
         ecs = fake.client()
+        over_http = Services(ecs)
         requests = [
             build_run_task_request(parse_record(record), settings)
             for record in http_event["Records"]
         ]
-        process_event(http_event, settings, ecs)  # warm the connection and the model
+        process_uploads(http_event, settings, over_http)  # warm the connection and the model
         fake.clear_faults()
         raw = per_record_seconds(lambda: [ecs.run_task(**one) for one in requests], http_records)
-        full = per_record_seconds(lambda: process_event(http_event, settings, ecs), http_records)
+        full = per_record_seconds(
+            lambda: process_uploads(http_event, settings, over_http), http_records
+        )
         print(f"per record over HTTP to the local fake, {http_records} records:")
         print(f"  bare RunTask calls {raw * 1e6:8.1f} us, through the runner {full * 1e6:8.1f} us")
         print(f"  difference {(full - raw) * 1e6:+8.1f} us/record")

@@ -53,6 +53,8 @@ QUEUE_RETENTION_DAYS = 14  # SQS's maximum; how long the dead-letter queues hold
 # From the queues' retention (so a replayed upload can still read the version it names) to
 # 100 years; 0 keeps every version.
 NONCURRENT_VERSION_DAYS = (QUEUE_RETENTION_DAYS, 36500)
+MAX_CONCURRENT_TASKS = (0, 100_000)  # 0 means only the account's own limits
+BACKLOG_AGE_ALARM_MINUTES = (1, QUEUE_RETENTION_DAYS * 24 * 60)
 
 # Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
 CONFIG_KEYS: tuple[str, ...] = (
@@ -78,6 +80,8 @@ CONFIG_KEYS: tuple[str, ...] = (
     "tags",
     "alertEmail",
     "taskTimeoutMinutes",
+    "maxConcurrentTasks",
+    "backlogAgeAlarmMinutes",
 )
 
 
@@ -113,6 +117,8 @@ class Settings:
     alert_email: str | None = None
     task_timeout_minutes: int | None = None
     noncurrent_version_days: int | None = None  # None: keep every noncurrent version
+    max_concurrent_tasks: int = 0  # 0: only the account's own limits
+    backlog_age_alarm_minutes: int = 60
 
     @property
     def name_prefix(self) -> str:
@@ -257,9 +263,10 @@ def _result_prefix_matches_upload_filter(
 
 
 def _suffixes_overlap(suffixes: tuple[str, ...]) -> tuple[str, str] | None:
-    for a in suffixes:
-        for b in suffixes:
-            if a != b and a.endswith(b):
+    # By position, not value: a suffix listed twice overlaps itself, and S3 rejects that too.
+    for i, a in enumerate(suffixes):
+        for j, b in enumerate(suffixes):
+            if i != j and a.endswith(b):
                 return a, b
     return None
 
@@ -270,13 +277,6 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
     cpu_architecture = _choice(raw, "cpuArchitecture", CPU_ARCHITECTURES)
     capacity_provider = _choice(raw, "capacityProvider", CAPACITY_PROVIDERS)
     task_cpu, task_memory = _task_size(raw)
-
-    if capacity_provider == "FARGATE_SPOT" and cpu_architecture == "ARM64":
-        raise _fail(
-            "capacityProvider",
-            capacity_provider,
-            "Fargate Spot runs X86_64 only; use FARGATE with ARM64, or set cpuArchitecture X86_64",
-        )
 
     vpc_id = _string(raw, "vpcId").strip() or None
     subnet_ids = _string_list(raw, "subnetIds")
@@ -343,6 +343,20 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
             "version, the days",
         )
 
+    max_concurrent_tasks = _in_range(
+        "maxConcurrentTasks",
+        _integer(raw, "maxConcurrentTasks"),
+        MAX_CONCURRENT_TASKS,
+        "0 (only the account's limits) or the most tasks of this job at once, which",
+    )
+    backlog_age_alarm = _in_range(
+        "backlogAgeAlarmMinutes",
+        _integer(raw, "backlogAgeAlarmMinutes"),
+        BACKLOG_AGE_ALARM_MINUTES,
+        f"the minutes an upload may wait in the backlog before the alarm fires (the backlog "
+        f"keeps uploads {QUEUE_RETENTION_DAYS} days), which",
+    )
+
     return Settings(
         project=project,
         stack=stack,
@@ -375,6 +389,8 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
         alert_email=alert_email,
         task_timeout_minutes=timeout or None,
         noncurrent_version_days=noncurrent_days or None,
+        max_concurrent_tasks=max_concurrent_tasks,
+        backlog_age_alarm_minutes=backlog_age_alarm,
     )
 
 

@@ -12,20 +12,26 @@ import pulumi_docker as docker
 
 from infra.config import Settings
 
-_IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+# Caches the tag skips; task/.dockerignore keeps each out of the build context too (a test checks).
+IGNORED_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+IGNORED_SUFFIXES = (".pyc",)
 
 
 def content_tag(context_dir: Path, platform: str) -> str:
-    """A tag that changes exactly when the build context or the platform changes.
+    """A tag that changes whenever the build context or the platform changes.
 
-    Tags are immutable in the repository, so each distinct build needs a distinct tag.
+    Tags are immutable in the repository, so each distinct build needs a distinct tag. The Docker
+    provider rebuilds and pushes when its hash of the context changes: the Dockerfile and every
+    file .dockerignore leaves in, by path, mode and content. The tag covers all of that, or a
+    rebuilt image would be pushed under a tag ECR refuses to overwrite.
     """
     digest = hashlib.sha256(platform.encode())
     for path in sorted(p for p in context_dir.rglob("*") if p.is_file()):
         relative = path.relative_to(context_dir)
-        if _IGNORED_PARTS.intersection(relative.parts) or path.suffix == ".pyc":
+        if set(IGNORED_PARTS).intersection(relative.parts) or path.suffix in IGNORED_SUFFIXES:
             continue
         digest.update(relative.as_posix().encode() + b"\0")
+        digest.update(oct(path.stat().st_mode & 0o7777).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return f"{platform.rsplit('/', 1)[-1]}-{digest.hexdigest()[:20]}"
 

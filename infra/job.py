@@ -89,7 +89,8 @@ def container_definitions(
         # The container may use the whole task; stating it also keeps RunTask emulators happy.
         "memory": settings.task_memory,
         "readonlyRootFilesystem": True,
-        "privileged": False,
+        # No "privileged" key, not even false: ECS lists it as not valid on Fargate, where no
+        # container is privileged ("Task definition differences for Fargate").
         "user": CONTAINER_USER,
         # An init process forwards SIGTERM (task stop, Spot interruption) to the job.
         "linuxParameters": {"initProcessEnabled": True},

@@ -15,6 +15,17 @@ from infra.queues import holding_queue
 
 SUCCESSFUL_STOP = "EssentialContainerExited"
 LOG_STREAM_TASK_ID = "{task id}"
+# The runner reports how long the oldest upload it defers has waited, as an embedded-metric log
+# line (taskrunner/backlog.py writes the same names). SQS's own ApproximateAgeOfOldestMessage
+# cannot serve: it skips messages received three times or more, and a waiting upload is
+# received again at every retry.
+BACKLOG_METRIC_NAMESPACE = "S3FargateJobs"
+BACKLOG_WAIT_METRIC = "OldestWaitSeconds"
+BACKLOG_DIMENSION = "Backlog"
+# A waiting upload is seen at least once an hour (the runner's longest delay): the alarm looks
+# at the last hour, in 5-minute periods, and fires on the first one above the age.
+BACKLOG_ALARM_PERIOD_SECONDS = 300
+BACKLOG_ALARM_PERIODS = 12
 
 
 def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
@@ -43,19 +54,25 @@ def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
 
 
 def failed_job_message(log_group_name: str) -> str:
-    """The message template: what failed, why, and where to look (EventBridge placeholders)."""
+    """The message template: what failed, why, and where to look (EventBridge placeholders).
+
+    Each placeholder is a whole JSON value, never inside quotes: there EventBridge inserts the
+    value as JSON (a string quoted and escaped, a path the event lacks as ""), whereas inside
+    quotes it pastes the text unescaped, and a stop reason quoting a URL (as image pull errors
+    do) would make the message invalid JSON that no redrive can read.
+    """
     return (
         "{"
         '"summary": "A Fargate job stopped without success",'
-        '"taskArn": "<taskArn>",'
-        '"stopCode": "<stopCode>",'
-        '"stoppedReason": "<stoppedReason>",'
-        '"exitCode": "<exitCode>",'
-        '"containerReason": "<containerReason>",'
-        '"stoppedAt": "<stoppedAt>",'
+        '"taskArn": <taskArn>,'
+        '"stopCode": <stopCode>,'
+        '"stoppedReason": <stoppedReason>,'
+        '"exitCode": <exitCode>,'
+        '"containerReason": <containerReason>,'
+        '"stoppedAt": <stoppedAt>,'
         # The upload (S3_BUCKET, S3_KEY, S3_VERSION_ID) as the runner passed it.
         '"environment": <environment>,'
-        f'"logGroup": "{log_group_name}",'
+        f'"logGroup": {json.dumps(log_group_name)},'
         # EventBridge cannot cut the id out of the ARN; "{task id}" marks where it goes (angle
         # brackets would be read as a placeholder). `jobctl redrive --dry-run` fills it in.
         f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{LOG_STREAM_TASK_ID}",'
@@ -88,6 +105,7 @@ class FailureMonitoring(pulumi.ComponentResource):
         cluster_arn: pulumi.Input[str],
         runner_function_name: pulumi.Input[str],
         runner_dead_letter_queue: aws.sqs.Queue,
+        backlog_queue: aws.sqs.Queue,
         job_log_group_name: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -227,12 +245,39 @@ class FailureMonitoring(pulumi.ComponentResource):
         alarm_when_any(
             "runner-failing",
             "The runner Lambda reports errors or throttles: uploads are being retried and may "
-            "reach the dead-letter queue. Check its log group.",
-            "Errors and throttles",
+            "reach the dead-letter queue; or an event that failed every retry could not be put "
+            "in the dead-letter queue and is lost. Check its log group.",
+            "Errors, throttles and lost events",
             {
                 "errors": ("AWS/Lambda", "Errors", function, "Sum"),
                 "throttles": ("AWS/Lambda", "Throttles", function, "Sum"),
+                # Lambda's only trace of an on-failure record it could not deliver (permissions,
+                # size): the upload is then gone ("Capturing records of asynchronous invocations").
+                "undelivered": ("AWS/Lambda", "DestinationDeliveryFailures", function, "Sum"),
             },
+        )
+        minutes = settings.backlog_age_alarm_minutes
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-backlog-age",
+            alarm_description=(
+                f"An upload has waited more than {minutes} minutes in the backlog: a batch is "
+                "bigger than the account's Fargate quota or maxConcurrentTasks lets run at once. "
+                "It drains by itself; `python -m jobctl status` shows how far it has come."
+            ),
+            namespace=BACKLOG_METRIC_NAMESPACE,
+            metric_name=BACKLOG_WAIT_METRIC,
+            dimensions={BACKLOG_DIMENSION: backlog_queue.name},
+            statistic="Maximum",
+            period=BACKLOG_ALARM_PERIOD_SECONDS,
+            evaluation_periods=BACKLOG_ALARM_PERIODS,
+            datapoints_to_alarm=1,
+            comparison_operator="GreaterThanThreshold",
+            threshold=minutes * 60,
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.alert_topic.arn],
+            ok_actions=[self.alert_topic.arn],
+            tags=tags,
+            opts=child,
         )
         self.register_outputs(
             {

@@ -1,7 +1,8 @@
 """The runner: a Lambda that S3 invokes for each upload and that starts one Fargate task.
 
-Every event ends as a started task or, after Lambda's retries, a message in the dead-letter
-queue: nothing is dropped silently.
+An upload that cannot start now (capacity, the account's quota, the task cap) waits in the
+backlog queue, which the same Lambda consumes through an event source mapping. Every event ends
+as a started task or a message in the dead-letter queue: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import pulumi_aws as aws
 from infra.aws_context import AwsContext
 from infra.config import Settings
 from infra.policies import (
+    Statement,
     allow,
     log_group_resources,
     policy_document,
     role_with_policy,
     service_trust_policy,
 )
-from infra.queues import holding_queue
+from infra.queues import backlog_queue, holding_queue
 
 RUNTIME = "python3.13"
 HANDLER = "handler.handler"
@@ -31,6 +33,20 @@ MEMORY_MB = 256  # RunTask calls only; more memory also buys a faster boto3 impo
 # Long enough for a multi-record event whose RunTask calls ride out throttling with retries.
 TIMEOUT_SECONDS = 120
 ASYNC_RETRIES = 2  # Lambda's maximum for asynchronous invocations
+# The event source mapping wants the queue's visibility timeout at least six times the
+# function's (Lambda developer guide, SQS event source mapping).
+BACKLOG_VISIBILITY_SECONDS = 6 * TIMEOUT_SECONDS
+# Every deferral is a receive: SQS's largest count, which 13 days of the runner's longest delay
+# stay under (taskrunner/backlog.py MAX_RECEIVES is the same number).
+BACKLOG_MAX_RECEIVES = 1000
+# Uploads come back at random moments: up to 100 of them within 10 s make one invocation, and
+# two invocations at once start tasks faster than Fargate's launch rate lets them run anyway.
+BACKLOG_BATCH_SIZE = 100
+BACKLOG_BATCHING_WINDOW_SECONDS = 10
+BACKLOG_MAXIMUM_CONCURRENCY = 2  # the smallest the mapping allows
+# The cap's table: its lock item and the ledger of started uploads, which expire by this field.
+STATE_TABLE_KEY = "pk"
+STATE_TABLE_TTL_ATTRIBUTE = "expiresAt"
 
 
 @dataclass(frozen=True)
@@ -58,9 +74,46 @@ def runner_policy(
     settings: Settings,
     context: AwsContext,
     target: JobTarget,
+    *,
     log_group_arn: pulumi.Input[str],
     dead_letter_queue_arn: pulumi.Input[str],
+    backlog_queue_arn: pulumi.Input[str],
+    state_table_arn: pulumi.Input[str] | None,
 ) -> pulumi.Output[str]:
+    cap: list[Statement] = []
+    if state_table_arn is not None:
+        cap = [
+            # ListTasks is authorised on the cluster's container instances (Service
+            # Authorization Reference, Amazon ECS); the condition keeps it to this cluster.
+            allow(
+                "CountTheJobsTasksForTheCap",
+                ["ecs:ListTasks"],
+                [
+                    context.arn(
+                        "ecs",
+                        pulumi.Output.concat("container-instance/", target.cluster_name, "/*"),
+                    )
+                ],
+                condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
+            ),
+            # Whether a task started a moment ago has stopped already.
+            allow(
+                "SeeWhetherRecentTasksStopped",
+                ["ecs:DescribeTasks"],
+                [context.arn("ecs", pulumi.Output.concat("task/", target.cluster_name, "/*"))],
+                condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
+            ),
+            allow(
+                "TakeTurnsAndRememberStartedUploads",
+                [
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:BatchGetItem",
+                ],
+                [state_table_arn],
+            ),
+        ]
     return policy_document(
         [
             # Scoped to the family, any revision: since 2024 RunTask without a revision is
@@ -92,6 +145,18 @@ def runner_policy(
             allow(
                 "SendFailedEventsToDeadLetterQueue", ["sqs:SendMessage"], [dead_letter_queue_arn]
             ),
+            allow(
+                "ParkAndDeferUploadsInTheBacklog",
+                ["sqs:SendMessage", "sqs:ChangeMessageVisibility"],
+                [backlog_queue_arn],
+            ),
+            # What the event source mapping does with the function's role.
+            allow(
+                "ReadTheBacklog",
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                [backlog_queue_arn],
+            ),
+            *cap,
         ]
     )
 
@@ -99,6 +164,8 @@ def runner_policy(
 class TaskRunner(pulumi.ComponentResource):
     function: aws.lambda_.Function
     dead_letter_queue: aws.sqs.Queue
+    backlog_queue: aws.sqs.Queue
+    state_table: aws.dynamodb.Table | None
     log_group: aws.cloudwatch.LogGroup
     permission: aws.lambda_.Permission
     notification: aws.s3.BucketNotification
@@ -121,6 +188,31 @@ class TaskRunner(pulumi.ComponentResource):
         self.dead_letter_queue = holding_queue(
             f"{name}-dlq", tags, pulumi.ResourceOptions(parent=self, protect=settings.protect)
         )
+        self.backlog_queue = backlog_queue(
+            f"{name}-backlog",
+            visibility_timeout_seconds=BACKLOG_VISIBILITY_SECONDS,
+            dead_letter_queue=self.dead_letter_queue,
+            max_receive_count=BACKLOG_MAX_RECEIVES,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
+        )
+        self.state_table = (
+            aws.dynamodb.Table(
+                f"{name}-state",
+                billing_mode="PAY_PER_REQUEST",
+                hash_key=STATE_TABLE_KEY,
+                attributes=[aws.dynamodb.TableAttributeArgs(name=STATE_TABLE_KEY, type="S")],
+                ttl=aws.dynamodb.TableTtlArgs(
+                    attribute_name=STATE_TABLE_TTL_ATTRIBUTE, enabled=True
+                ),
+                # Encrypted at rest with an AWS owned key, as every table is; its items (a lock,
+                # clientTokens, task ARNs) are no secret and a week old at most.
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            if settings.max_concurrent_tasks
+            else None
+        )
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
             name=f"/{settings.project}/{settings.stack}/runner",
@@ -133,7 +225,13 @@ class TaskRunner(pulumi.ComponentResource):
             description="The runner Lambda: start the job's Fargate tasks, nothing else",
             trust_policy=service_trust_policy("lambda.amazonaws.com"),
             policy=runner_policy(
-                settings, context, target, self.log_group.arn, self.dead_letter_queue.arn
+                settings,
+                context,
+                target,
+                log_group_arn=self.log_group.arn,
+                dead_letter_queue_arn=self.dead_letter_queue.arn,
+                backlog_queue_arn=self.backlog_queue.arn,
+                state_table_arn=self.state_table.arn if self.state_table is not None else None,
             ),
             tags=tags,
             parent=self,
@@ -158,6 +256,14 @@ class TaskRunner(pulumi.ComponentResource):
                     "ASSIGN_PUBLIC_IP": settings.assign_public_ip,
                     "CAPACITY_PROVIDER": settings.capacity_provider,
                     "RESULT_PREFIX": settings.result_prefix,
+                    "BACKLOG_QUEUE_URL": self.backlog_queue.url,
+                    "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.url,
+                    "MAX_CONCURRENT_TASKS": str(settings.max_concurrent_tasks),
+                    **(
+                        {"STATE_TABLE": self.state_table.name}
+                        if self.state_table is not None
+                        else {}
+                    ),
                 }
             ),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
@@ -182,6 +288,20 @@ class TaskRunner(pulumi.ComponentResource):
                 )
             ),
             opts=pulumi.ResourceOptions(parent=self),
+        )
+        # The mapping checks at creation that the role may read the queue.
+        aws.lambda_.EventSourceMapping(
+            f"{name}-backlog",
+            event_source_arn=self.backlog_queue.arn,
+            function_name=self.function.arn,
+            batch_size=BACKLOG_BATCH_SIZE,
+            maximum_batching_window_in_seconds=BACKLOG_BATCHING_WINDOW_SECONDS,
+            function_response_types=["ReportBatchItemFailures"],
+            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
+                maximum_concurrency=BACKLOG_MAXIMUM_CONCURRENCY
+            ),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[permissions]),
         )
         self.permission = aws.lambda_.Permission(
             f"{name}-s3-invoke",
@@ -214,5 +334,6 @@ class TaskRunner(pulumi.ComponentResource):
             {
                 "functionName": self.function.name,
                 "deadLetterQueueUrl": self.dead_letter_queue.url,
+                "backlogQueueUrl": self.backlog_queue.url,
             }
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from jobctl import demo, redrive
+from jobctl import demo, redrive, status
+from jobctl.emulator import point_at_emulator
+from jobctl.evaluate import ProgramError, evaluate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +52,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the emulator running and process each path read from stdin until EOF/Ctrl-C",
     )
+    mode.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="upload N generated files at once and watch them drain through the backlog",
+    )
+    run.add_argument(
+        "--max-tasks",
+        type=int,
+        metavar="N",
+        help="the stack's maxConcurrentTasks for this run: at most N tasks at once",
+    )
     run.add_argument(
         "--docker",
         action="store_true",
@@ -78,7 +94,43 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--limit", type=int, default=1000, help="at most this many messages per queue (1000)"
     )
+
+    look = commands.add_parser(
+        "status",
+        help="uploads waiting in the backlog, tasks pending and running, failures waiting",
+        description=(
+            "Show where the uploads are: waiting in the backlog (and how long the oldest has "
+            "waited), tasks pending and running, failed jobs and dead letters waiting for a "
+            "redrive. Reads the stack's outputs with the Pulumi CLI, or, with --endpoint-url, "
+            "the program evaluated offline for the demo's emulator. Changes nothing."
+        ),
+    )
+    look.add_argument("--stack", default="dev", help="the stack to look at (default: dev)")
+    look.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the demo's emulator (make demo prints it), instead of the deployed stack",
+    )
     return root
+
+
+def _status(stack: str, endpoint_url: str | None) -> int:
+    if endpoint_url is None:
+        try:
+            outputs = redrive.stack_outputs(
+                stack, instead="pass --endpoint-url to look at the demo's emulator"
+            )
+        except redrive.RedriveError as error:
+            _say(f"error: {error}")
+            return 2
+        return status.run(outputs, where=f"stack {stack!r}", say=_say)
+    try:
+        evaluation = evaluate(stack)
+    except (ProgramError, ValueError) as error:
+        _say(f"error: the Pulumi program failed for stack {stack!r}: {error}")
+        return 2
+    point_at_emulator(os.environ, endpoint_url)
+    return status.run(evaluation.outputs, where=f"the emulator at {endpoint_url}", say=_say)
 
 
 def _say(line: str) -> None:
@@ -94,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             docker=args.docker,
             watch=args.watch,
             stdin=args.stdin,
+            burst=args.burst,
+            max_tasks=args.max_tasks,
             say=_say,
         )
     if args.command == "redrive":
@@ -106,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             say=_say,
         )
+    if args.command == "status":
+        return _status(args.stack, args.endpoint_url)
     raise AssertionError(args.command)
 
 

@@ -8,6 +8,7 @@ the emulator's own S3 events into RunTask calls, and each started task runs `pyt
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
+from jobctl import status
 from jobctl.emulator import (
     EmulatorError,
     emulator_environment,
@@ -37,6 +39,12 @@ from jobctl.runner import load_runner
 EVENT_WAIT_SECONDS = 15.0  # the emulator delivers within milliseconds; this bounds a stuck run
 TASK_TIMEOUT_SECONDS = 30 * 60
 DOCKER_IMAGE = "s3-fargate-jobs-task:local"
+# The demo compresses the backlog's time: a waiting upload is tried again within a second or
+# two, not within minutes (the runner's settings for it; everything else is as deployed).
+DEMO_RETRY_SECONDS = {"BACKLOG_FIRST_RETRY_SECONDS": "1", "BACKLOG_MAX_RETRY_SECONDS": "2"}
+BURST_SECONDS = 300.0  # bounds a burst that stops draining
+LOCAL_TASK_SLOTS = 8  # processes run at once on this machine; more tasks wait their turn here
+POLL_SECONDS = 0.3
 
 Printer = Callable[[str], None]
 
@@ -59,6 +67,9 @@ class Pipeline:
     runner_env: Mapping[str, str]
     container_env: Mapping[str, str]
     platform: str
+    backlog_url: str
+    backlog_arn: str
+    outputs: Mapping[str, Any]
 
 
 @dataclass
@@ -76,6 +87,7 @@ class Outcome:
     result: dict[str, Any] | None = None
     failure: str | None = None
     log: list[str] = field(default_factory=list)
+    parked: bool = False  # waiting in the backlog for capacity
 
     @property
     def ok(self) -> bool:
@@ -186,8 +198,26 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
                 f"{declared}; the demo would not test what the stack deploys"
             )
 
+    backlog_url, backlog_arn = _provision_queues(evaluation, sqs)
+    table = evaluation.of_type("aws:dynamodb/table:Table")
+    if table:
+        boto3.client("dynamodb").create_table(
+            TableName=table[0].outputs["name"],
+            KeySchema=[{"AttributeName": table[0].inputs["hashKey"], "KeyType": "HASH"}],
+            AttributeDefinitions=[
+                {"AttributeName": a["name"], "AttributeType": a["type"]}
+                for a in table[0].inputs["attributes"]
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
     # Ids of network resources are the emulator's own; everything else is as declared.
-    runner_env = {**declared_env, "SUBNETS": ",".join(subnets), "SECURITY_GROUPS": group}
+    runner_env = {
+        **declared_env,
+        "SUBNETS": ",".join(subnets),
+        "SECURITY_GROUPS": group,
+        **DEMO_RETRY_SECONDS,
+    }
     (container,) = containers
     container_env = {e["name"]: e["value"] for e in container.get("environment", [])}
     container_env["TMPDIR"] = str(scratch_dir)  # the writable scratch volume, here a temp dir
@@ -203,7 +233,37 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
         container_env=container_env,
         # The platform the program builds the image for, from the same setting as the task's.
         platform=_declared(evaluation, "docker:index/image:Image")["build"]["platform"],
+        backlog_url=backlog_url,
+        backlog_arn=backlog_arn,
+        outputs=outputs,
     )
+
+
+def _provision_queues(evaluation: Evaluation, sqs: Any) -> tuple[str, str]:
+    """Every queue the program declares, named and set up as declared (dead-letter targets
+    first); returns the backlog's URL and ARN."""
+    declared = sorted(
+        evaluation.of_type("aws:sqs/queue:Queue"), key=lambda q: bool(q.inputs.get("redrivePolicy"))
+    )
+    arns: dict[str, str] = {}  # declared ARN -> the emulator's
+    urls: dict[str, tuple[str, str]] = {}
+    for queue in declared:
+        attributes = {
+            "VisibilityTimeout": str(int(queue.inputs.get("visibilityTimeoutSeconds", 30))),
+            "MessageRetentionPeriod": str(int(queue.inputs["messageRetentionSeconds"])),
+        }
+        if queue.inputs.get("redrivePolicy"):
+            redrive = json.loads(queue.inputs["redrivePolicy"])
+            redrive["deadLetterTargetArn"] = arns[redrive["deadLetterTargetArn"]]
+            attributes["RedrivePolicy"] = json.dumps(redrive)
+        url = sqs.create_queue(QueueName=queue.outputs["name"], Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        arns[queue.outputs["arn"]] = arn
+        urls[queue.name] = (url, arn)
+    (backlog,) = (value for name, value in urls.items() if name.endswith("-runner-backlog"))
+    return backlog
 
 
 # --- the runner ---------------------------------------------------------------------------------
@@ -256,12 +316,13 @@ def build_image(pipeline: Pipeline, say: Printer) -> None:
     )
 
 
-def run_task(
-    pipeline: Pipeline, task_arn: str, *, endpoint: str, docker: bool, say: Printer
-) -> tuple[int, float, list[str]]:
-    """Run the task the runner started, with exactly its overrides; mark it stopped."""
-    ecs = boto3.client("ecs")
-    described = ecs.describe_tasks(cluster=pipeline.cluster_arn, tasks=[task_arn])["tasks"][0]
+def start_task_process(
+    pipeline: Pipeline, task_arn: str, *, endpoint: str, docker: bool, **streams: Any
+) -> subprocess.Popen[str]:
+    """Run the task the runner started, as Fargate would: with exactly its overrides."""
+    described = boto3.client("ecs").describe_tasks(cluster=pipeline.cluster_arn, tasks=[task_arn])[
+        "tasks"
+    ][0]
     overrides = {
         item["name"]: item["value"]
         for container in described.get("overrides", {}).get("containerOverrides", [])
@@ -270,16 +331,38 @@ def run_task(
     }
     task_env = {**pipeline.container_env, **overrides}
     env = emulator_environment(endpoint, {**os.environ, **task_env})
-    started = time.monotonic()
-    process = subprocess.Popen(
+    return subprocess.Popen(
         task_command(pipeline, {**task_env, **emulator_environment(endpoint, {})}, docker),
         cwd=PROJECT_DIR,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
         text=True,
         encoding="utf-8",
         errors="replace",
+        **streams,
+    )
+
+
+def mark_stopped(pipeline: Pipeline, task_arn: str, exit_code: int) -> None:
+    """Tell ECS the task ended, as Fargate does when its essential container exits."""
+    boto3.client("ecs").stop_task(
+        cluster=pipeline.cluster_arn,
+        task=task_arn,
+        reason=f"Essential container in task exited (exit code {exit_code})",
+    )
+
+
+def run_task(
+    pipeline: Pipeline, task_arn: str, *, endpoint: str, docker: bool, say: Printer
+) -> tuple[int, float, list[str]]:
+    """Run the task the runner started, showing its log lines; mark it stopped."""
+    started = time.monotonic()
+    process = start_task_process(
+        pipeline,
+        task_arn,
+        endpoint=endpoint,
+        docker=docker,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     lines: list[str] = []
     ticker = _Ticker(say, started)
@@ -296,12 +379,112 @@ def run_task(
             process.kill()
             process.wait()
     seconds = time.monotonic() - started
-    ecs.stop_task(
-        cluster=pipeline.cluster_arn,
-        task=task_arn,
-        reason=f"Essential container in task exited (exit code {exit_code})",
-    )
+    mark_stopped(pipeline, task_arn, exit_code)
     return exit_code, seconds, lines
+
+
+# --- the backlog: the event source mapping, and CloudWatch reading the runner's metric ----------
+
+
+def publish_metric(line: str) -> None:
+    """What CloudWatch Logs does with an embedded-metric line the runner writes: a metric."""
+    record = json.loads(line)
+    directives = record["_aws"]
+    timestamp = datetime.datetime.fromtimestamp(directives["Timestamp"] / 1000, datetime.UTC)
+    for directive in directives["CloudWatchMetrics"]:
+        (dimensions,) = directive["Dimensions"]
+        boto3.client("cloudwatch").put_metric_data(
+            Namespace=directive["Namespace"],
+            MetricData=[
+                {
+                    "MetricName": metric["Name"],
+                    "Unit": metric["Unit"],
+                    "Value": float(record[metric["Name"]]),
+                    "Timestamp": timestamp,
+                    "Dimensions": [
+                        {"Name": name, "Value": str(record[name])} for name in dimensions
+                    ],
+                }
+                for metric in directive["Metrics"]
+            ],
+        )
+
+
+def poll_backlog(pipeline: Pipeline, runner: Callable[[Any, Any], Any], say: Printer) -> int:
+    """One batch from the backlog to the runner, as the event source mapping hands it over;
+    the messages the runner does not name in batchItemFailures are deleted. Returns the batch's
+    size."""
+    sqs = boto3.client("sqs")
+    messages = sqs.receive_message(
+        QueueUrl=pipeline.backlog_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    if not messages:
+        return 0
+    event = {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": pipeline.backlog_arn,
+            }
+            for m in messages
+        ]
+    }
+    try:
+        answer = runner(event, None)
+    except Exception as error:  # the whole batch comes back after the visibility timeout
+        say(f"runner   raised on a backlog batch: {error}")
+        return len(messages)
+    keep = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}
+    for message in messages:
+        if message["MessageId"] not in keep:
+            sqs.delete_message(
+                QueueUrl=pipeline.backlog_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+    return len(messages)
+
+
+def tasks_started_for(pipeline: Pipeline, keys: set[str]) -> dict[str, str]:
+    """key -> ARN of the running tasks ECS started for these keys (from the backlog, say)."""
+    ecs = boto3.client("ecs")
+    arns = ecs.list_tasks(cluster=pipeline.cluster_arn, desiredStatus="RUNNING")["taskArns"]
+    found: dict[str, str] = {}
+    for start in range(0, len(arns), 100):
+        for task in ecs.describe_tasks(
+            cluster=pipeline.cluster_arn, tasks=arns[start : start + 100]
+        )["tasks"]:
+            for container in task.get("overrides", {}).get("containerOverrides", []):
+                env = {item["name"]: item["value"] for item in container.get("environment", [])}
+                if env.get("S3_KEY") in keys:
+                    found[env["S3_KEY"]] = task["taskArn"]
+    return found
+
+
+def wait_in_backlog(
+    pipeline: Pipeline,
+    runner: Callable[[Any, Any], Any],
+    outcome: Outcome,
+    say: Printer,
+    deadline: float,
+) -> None:
+    """Hand the backlog to the runner until the parked upload's task has started."""
+    while time.monotonic() < deadline:
+        poll_backlog(pipeline, runner, say)
+        started = tasks_started_for(pipeline, {outcome.key})
+        if outcome.key in started:
+            outcome.task_arn = started[outcome.key]
+            say(f"backlog  {outcome.key} started from the backlog")
+            return
+        time.sleep(POLL_SECONDS)
+    outcome.failure = "backlog: it was still waiting when the demo stopped waiting"
 
 
 def _describe_log_line(line: str) -> str:
@@ -409,8 +592,12 @@ def process_batch(
         for key, task_arn in started.items():
             if key != outcome.key:  # an event the emulator sent for something else
                 say(f"note     the runner also started {task_arn} for {key}")
-                continue
-            complete_task(pipeline, outcome, task_arn, endpoint=endpoint, docker=docker, say=say)
+        if outcome.parked:
+            wait_in_backlog(pipeline, runner, outcome, say, time.monotonic() + BURST_SECONDS)
+        if outcome.task_arn is not None:
+            complete_task(
+                pipeline, outcome, outcome.task_arn, endpoint=endpoint, docker=docker, say=say
+            )
     return outcomes
 
 
@@ -439,17 +626,29 @@ def dispatch_events(
                 if outcome.task_arn is None and key in str(error):
                     outcome.failure = f"runner: {error}"
             continue
-        for key, reason in summary.get("skipped", {}).items():
-            say(f"runner   skipped {key}: {reason}")
-            if key in outcomes:
-                outcomes[key].failure = f"runner skipped it: {reason}"
-        for key, task_arn in summary.get("started", {}).items():
-            if key in outcomes:
-                outcomes[key].task_arn = task_arn
-            started[key] = task_arn
+        started |= _apply_summary(summary, outcomes, say)
     for outcome in outcomes.values():
-        if outcome.task_arn is None and outcome.failure is None:
+        if outcome.task_arn is None and outcome.failure is None and not outcome.parked:
             outcome.failure = f"event: no task was started for it within {EVENT_WAIT_SECONDS:.0f} s"
+    return started
+
+
+def _apply_summary(
+    summary: Mapping[str, Any], outcomes: dict[str, Outcome], say: Printer
+) -> dict[str, str]:
+    """What the runner said of each upload, onto its outcome; returns key -> started task."""
+    for key, reason in summary.get("skipped", {}).items():
+        say(f"runner   skipped {key}: {reason}")
+        if key in outcomes:
+            outcomes[key].failure = f"runner skipped it: {reason}"
+    for key, reason in summary.get("parked", {}).items():
+        say(f"runner   parked {key}: {reason}")
+        if key in outcomes:
+            outcomes[key].parked = True
+    started: dict[str, str] = dict(summary.get("started", {}))
+    for key, task_arn in started.items():
+        if key in outcomes:
+            outcomes[key].task_arn = task_arn
     return started
 
 
@@ -558,10 +757,22 @@ def run(
     docker: bool = False,
     watch: Path | None = None,
     stdin: bool = False,
+    burst: int = 0,
+    max_tasks: int | None = None,
     say: Printer = print,
 ) -> int:
     """The demo; returns the process exit code."""
-    return run_demo(files, stack=stack, docker=docker, watch=watch, stdin=stdin, say=say).exit_code
+    overrides = {"maxConcurrentTasks": max_tasks} if max_tasks is not None else None
+    return run_demo(
+        files,
+        stack=stack,
+        overrides=overrides,
+        docker=docker,
+        watch=watch,
+        stdin=stdin,
+        burst=burst,
+        say=say,
+    ).exit_code
 
 
 def run_demo(
@@ -572,9 +783,13 @@ def run_demo(
     docker: bool = False,
     watch: Path | None = None,
     stdin: bool = False,
+    burst: int = 0,
     say: Printer = print,
 ) -> DemoResult:
-    """The demo, with what happened to each upload; `overrides` replace stack config values."""
+    """The demo, with what happened to each upload; `overrides` replace stack config values.
+
+    `burst` uploads that many generated files at once instead of one file after another.
+    """
     for path in files:
         if not path.is_file():
             say(f"error: {path} is not a file; name files to upload, or none for a sample")
@@ -600,6 +815,7 @@ def run_demo(
                 docker=docker,
                 watch=watch,
                 stdin=stdin,
+                burst=burst,
                 say=say,
             )
     except EmulatorError as error:
@@ -620,6 +836,7 @@ def _run_on_emulator(
     docker: bool,
     watch: Path | None,
     stdin: bool,
+    burst: int,
     say: Printer,
 ) -> DemoResult:
     point_at_emulator(os.environ, endpoint)
@@ -634,8 +851,24 @@ def _run_on_emulator(
         say(f"           task definition {pipeline.task_definition_arn}")
         if docker:
             build_image(pipeline, say)
-        runner = load_runner(pipeline.runner_env)
-        if watch is not None or stdin:
+        runner = load_runner(pipeline.runner_env, emit_metric=publish_metric)
+        if burst:
+            # Imported here: the burst builds on this module's pieces.
+            from jobctl.burst import burst_files, run_burst  # noqa: PLC0415
+
+            outcomes = run_burst(
+                pipeline,
+                runner,
+                burst_files(scratch, burst),
+                endpoint=endpoint,
+                docker=docker,
+                say=say,
+                cap=int(pipeline.outputs.get("maxConcurrentTasks") or 0),
+            )
+            say("")
+            for line in status.read_status(pipeline.outputs).lines():
+                say(f"status   {line}")
+        elif watch is not None or stdin:
             outcomes = _watch(
                 pipeline,
                 runner,
@@ -679,6 +912,10 @@ def _watch(
 ) -> list[Outcome]:
     source = "paths from stdin" if stdin else f"new files in {folder}"
     say(f"watching {source}; Ctrl-C to stop (the emulator stays up at {endpoint})")
+    say(
+        f"           see where uploads are: python -m jobctl status --endpoint-url {endpoint} "
+        f"--stack <stack>"
+    )
     outcomes: list[Outcome] = []
     try:
         for batch in watch_paths(folder, stdin):

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, MutableMapping
@@ -62,35 +63,36 @@ def emulator_process() -> Iterator[str]:
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):  # noqa: S310 - our loopback server
-                    break
-            except OSError as error:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    output = child.stderr.read() if child.stderr else ""
-                    raise EmulatorError(
-                        f"the emulator (moto) did not start on {url}: {output or error}"
-                    ) from error
-                time.sleep(0.1)
-        yield url
-    finally:
-        child.terminate()
+    # The server logs every request to stderr: a file, not a pipe nobody reads, whose full
+    # buffer would block the server mid-request once a burst has made enough of them.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
         try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stderr:
-            child.stderr.close()
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):  # noqa: S310 - our loopback server
+                        break
+                except OSError as error:
+                    if child.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise EmulatorError(
+                            f"the emulator (moto) did not start on {url}: {log.read() or error}"
+                        ) from error
+                    time.sleep(0.1)
+            yield url
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def point_at_emulator(environ: MutableMapping[str, str], endpoint_url: str) -> None:

@@ -97,6 +97,7 @@ _SIMPLE_ARNS = {
     "aws:sns/topic:Topic": "sns:{region}:{account}:{name}",
     "aws:kms/key:Key": "kms:{region}:{account}:key/{name}",
     "aws:cloudwatch/eventRule:EventRule": "events:{region}:{account}:rule/{name}",
+    "aws:dynamodb/table:Table": "dynamodb:{region}:{account}:table/{name}",
 }
 
 Computed = tuple[str, dict[str, Any]]

@@ -1,11 +1,13 @@
 """Replay uploads that did not end in a successful job.
 
-Two queues hold them: the runner's dead-letter queue (the runner could not start a task after
-Lambda's retries: each message is Lambda's on-failure record with the original S3 event) and the
-failed-jobs queue (a task started but stopped without success: each message names the upload in
-the task's environment). For every message, the work for the original upload is started again
-through the real runner code, with the runner's own configuration, and the message is deleted
-only after that succeeded. A failed restart leaves the message where it was.
+Two queues hold them: the runner's dead-letter queue (the runner could not start a task: each
+message is Lambda's on-failure record with the original S3 event, or, from the backlog, the S3
+event itself with the reason in a message attribute) and the failed-jobs queue (a task started
+but stopped without success: each message names the upload in the task's environment). For
+every message, the work for the original upload is started again through the real runner code,
+with the runner's own configuration, and the message is deleted only after that succeeded (an
+upload that must wait for capacity counts: it waits in the backlog). A failed restart leaves
+the message where it was.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 
-from jobctl.runner import REDRIVE_FIELD, Runner, load_runner
+from jobctl.runner import BACKLOG_REASON_ATTRIBUTE, REDRIVE_FIELD, Runner, load_runner
 
 Source = Literal["dead-letter", "failed-jobs"]
 Printer = Callable[[str], None]
@@ -91,21 +93,7 @@ def plan(source: Source, message: Mapping[str, Any]) -> Replay:
         )
 
     if source == "dead-letter":
-        event = body.get("requestPayload")
-        if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
-            raise UnreadableMessageError(
-                f"message {message_id} in the dead-letter queue has no requestPayload with "
-                "Records: it is not a Lambda on-failure record of an S3 event"
-            )
-        response = body.get("responsePayload") or {}
-        condition = (body.get("requestContext") or {}).get("condition", "failed")
-        reason = f"{condition}: {response.get('errorMessage', 'no error message')}"
-        keys = tuple(
-            unquote_plus(str(((r.get("s3") or {}).get("object") or {}).get("key", "?")))
-            for r in event["Records"]
-            if isinstance(r, dict)
-        )
-        return Replay(source, message_id, str(message["ReceiptHandle"]), event, keys, reason)
+        return _dead_letter(message_id, str(message["ReceiptHandle"]), body, message)
 
     env = _environment(body.get("environment"))
     bucket, key = env.get("S3_BUCKET"), env.get("S3_KEY")
@@ -130,6 +118,37 @@ def plan(source: Source, message: Mapping[str, Any]) -> Replay:
     )
 
 
+def _dead_letter(
+    message_id: str, receipt_handle: str, body: dict[str, Any], message: Mapping[str, Any]
+) -> Replay:
+    """A dead letter of either shape: Lambda's on-failure record, or the S3 event itself."""
+    if "requestPayload" in body:
+        event = body.get("requestPayload")
+        response = body.get("responsePayload") or {}
+        condition = (body.get("requestContext") or {}).get("condition", "failed")
+        reason = f"{condition}: {response.get('errorMessage', 'no error message')}"
+    else:
+        # From the backlog: the runner's own move (the reason in an attribute), or SQS's after
+        # the backlog's most receives (no reason).
+        event = body
+        attribute = (message.get("MessageAttributes") or {}).get(BACKLOG_REASON_ATTRIBUTE) or {}
+        reason = str(
+            attribute.get("StringValue")
+            or "moved from the backlog by SQS after its most receives (the runner kept failing)"
+        )
+    if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
+        raise UnreadableMessageError(
+            f"message {message_id} in the dead-letter queue is neither a Lambda on-failure "
+            "record of an S3 event nor an S3 event from the backlog"
+        )
+    keys = tuple(
+        unquote_plus(str(((r.get("s3") or {}).get("object") or {}).get("key", "?")))
+        for r in event["Records"]
+        if isinstance(r, dict)
+    )
+    return Replay("dead-letter", message_id, receipt_handle, event, keys, reason)
+
+
 def receive_all(queue_url: str, limit: int) -> Iterator[dict[str, Any]]:
     """Messages of a queue, at most `limit`; each stays invisible to others while we work."""
     sqs = boto3.client("sqs")
@@ -140,6 +159,7 @@ def receive_all(queue_url: str, limit: int) -> Iterator[dict[str, Any]]:
             MaxNumberOfMessages=min(RECEIVE_BATCH, limit - taken),
             VisibilityTimeout=VISIBILITY_SECONDS,
             WaitTimeSeconds=0,
+            MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not batch:
             return
@@ -148,11 +168,14 @@ def receive_all(queue_url: str, limit: int) -> Iterator[dict[str, Any]]:
             yield dict(message)
 
 
-def stack_outputs(stack: str) -> dict[str, Any]:
+def stack_outputs(
+    stack: str,
+    instead: str = "pass --dead-letter-queue-url, --failed-jobs-queue-url and --function",
+) -> dict[str, Any]:
+    """The deployed stack's outputs, read with the Pulumi CLI; `instead` says what else works."""
     if shutil.which("pulumi") is None:
         raise RedriveError(
-            "reading the stack's outputs needs the Pulumi CLI; install it, or pass "
-            "--dead-letter-queue-url, --failed-jobs-queue-url and --function"
+            f"reading the stack's outputs needs the Pulumi CLI; install it, or {instead}"
         )
     done = subprocess.run(
         ["pulumi", "stack", "output", "--json", "--stack", stack],
@@ -192,6 +215,9 @@ def redrive(
     sqs = boto3.client("sqs")
     totals = Totals()
     for source, url in queues.items():
+        # Messages not acted on are made visible again only once the queue is read: released
+        # at once, the same message would be received again and listed up to `limit` times.
+        untouched: list[Replay] = []
         for message in receive_all(url, limit):
             try:
                 replay = plan(source, message)
@@ -205,19 +231,27 @@ def redrive(
                 say(f"             logs: {replay.log_stream}")
             if dry_run or runner is None:
                 say("             would restart it (dry run)")
-                _release(sqs, url, replay)
+                untouched.append(replay)
                 continue
             try:
                 summary = runner(replay.event, None)
             except Exception as error:  # the runner raises for every upload it could not start
                 totals.kept += 1
                 say(f"             not restarted, message kept: {error}")
-                _release(sqs, url, replay)
+                untouched.append(replay)
                 continue
             started = summary.get("started", {}) if isinstance(summary, dict) else {}
+            parked = summary.get("parked", {}) if isinstance(summary, dict) else {}
             say(f"             restarted: {json.dumps(started, ensure_ascii=False)}")
+            if parked:
+                # Waiting for capacity in the backlog: it starts from there, nothing is lost.
+                say(
+                    f"             waiting in the backlog: {json.dumps(parked, ensure_ascii=False)}"
+                )
             sqs.delete_message(QueueUrl=url, ReceiptHandle=replay.receipt_handle)
             totals.restarted += 1
+        for replay in untouched:
+            _release(sqs, url, replay)
     return totals
 
 

@@ -15,18 +15,36 @@ TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
 if str(TASKRUNNER_DIR) not in sys.path:
     sys.path.insert(0, str(TASKRUNNER_DIR))
 
+# The names the runner's wait metric is written under, which `jobctl status` reads.
+from backlog import (  # noqa: E402 - needs the path above
+    METRIC_DIMENSION,
+    METRIC_NAMESPACE,
+    WAIT_METRIC,
+)
+from backlog import REASON_ATTRIBUTE as BACKLOG_REASON_ATTRIBUTE  # noqa: E402
+
 # The event field the redrive adds so that a failed task's upload starts a *new* task.
 from upload_events import REDRIVE_FIELD  # noqa: E402 - needs the path above
 
-__all__ = ["REDRIVE_FIELD", "TASKRUNNER_DIR", "Runner", "load_runner"]
+__all__ = [
+    "BACKLOG_REASON_ATTRIBUTE",
+    "METRIC_DIMENSION",
+    "METRIC_NAMESPACE",
+    "REDRIVE_FIELD",
+    "TASKRUNNER_DIR",
+    "WAIT_METRIC",
+    "Runner",
+    "load_runner",
+]
 
 Runner = Callable[[Any, Any], Any]
 
 
-def load_runner(env: Mapping[str, str]) -> Runner:
+def load_runner(env: Mapping[str, str], emit_metric: Callable[[str], None] | None = None) -> Runner:
     """Import the handler with the Lambda's environment (it reads its settings at import).
 
     The environment is this process's own again afterwards: the handler keeps what it read.
+    `emit_metric` receives the embedded-metric lines the runner writes to stdout in Lambda.
     """
     saved = dict(os.environ)
     os.environ.update(env)
@@ -38,5 +56,7 @@ def load_runner(env: Mapping[str, str]) -> Runner:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    if emit_metric is not None:
+        module.SERVICES.emit_metric = emit_metric
     runner: Runner = module.handler
     return runner

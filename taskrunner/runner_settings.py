@@ -14,6 +14,14 @@ ASSIGN_PUBLIC_IP_VALUES: tuple[AssignPublicIp, ...] = ("ENABLED", "DISABLED")
 CAPACITY_PROVIDERS: tuple[CapacityProvider, ...] = ("FARGATE", "FARGATE_SPOT")
 MAX_SUBNETS = 16  # awsvpcConfiguration limits
 MAX_SECURITY_GROUPS = 5
+MAX_CONCURRENT_TASKS = 100_000  # far above any account's Fargate quota; 0 means no cap
+# How long a parked upload waits before its first retry, and the most it waits between two:
+# the delay doubles from the first to the second. SQS delays a new message by at most 900 s
+# and keeps a received one invisible for at most 12 h.
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 3600
+FIRST_RETRY_BOUNDS = (1, 900)
+MAX_RETRY_BOUNDS = (1, 43_200)
 
 _CLUSTER_ARN = re.compile(r"arn:[a-z-]+:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}")
 _TASK_DEFINITION_ARN = re.compile(
@@ -22,6 +30,9 @@ _TASK_DEFINITION_ARN = re.compile(
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _SUBNET_ID = re.compile(r"subnet-[0-9a-f]+")
 _SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]+")
+# https://sqs.<region>.amazonaws.com/<account>/<name>, or an emulator's http://host:port/...
+_QUEUE_URL = re.compile(r"https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}")
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 
 _Choice = TypeVar("_Choice", bound=str)
@@ -43,6 +54,12 @@ class RunnerSettings:
     assign_public_ip: AssignPublicIp
     capacity_provider: CapacityProvider
     result_prefix: str
+    backlog_queue_url: str
+    dead_letter_queue_url: str
+    max_concurrent_tasks: int = 0  # 0: only the account's own limits
+    state_table: str | None = None  # the cap's lock and started-upload ledger (with a cap)
+    first_retry_seconds: int = FIRST_RETRY_SECONDS
+    max_retry_seconds: int = MAX_RETRY_SECONDS
 
 
 def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
@@ -90,11 +107,49 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
             "RESULT_PREFIX is missing; set it to the non-empty key prefix the task writes "
             "results under (keys under it never start a task)"
         )
+    backlog_queue_url = matching(
+        "BACKLOG_QUEUE_URL",
+        _QUEUE_URL,
+        "the backlog queue's URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+    )
+    dead_letter_queue_url = matching(
+        "DEAD_LETTER_QUEUE_URL",
+        _QUEUE_URL,
+        "the dead-letter queue's URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+    )
+    max_concurrent_tasks = _whole_number(
+        environ, "MAX_CONCURRENT_TASKS", (0, MAX_CONCURRENT_TASKS), None, problems
+    )
+    state_table = environ.get("STATE_TABLE", "").strip() or None
+    if max_concurrent_tasks and state_table is None:
+        problems.append(
+            "STATE_TABLE is missing; with MAX_CONCURRENT_TASKS above 0 set it to the DynamoDB "
+            "table that holds the cap's lock"
+        )
+    elif state_table is not None and not _TABLE_NAME.fullmatch(state_table):
+        problems.append(
+            f"STATE_TABLE={state_table!r} is invalid; allowed: a DynamoDB table name "
+            "(3-255 letters, digits, '_', '-', '.')"
+        )
+    first_retry = _whole_number(
+        environ, "BACKLOG_FIRST_RETRY_SECONDS", FIRST_RETRY_BOUNDS, FIRST_RETRY_SECONDS, problems
+    )
+    max_retry = _whole_number(
+        environ, "BACKLOG_MAX_RETRY_SECONDS", MAX_RETRY_BOUNDS, MAX_RETRY_SECONDS, problems
+    )
+    if first_retry is not None and max_retry is not None and max_retry < first_retry:
+        problems.append(
+            f"BACKLOG_MAX_RETRY_SECONDS={max_retry} is below BACKLOG_FIRST_RETRY_SECONDS="
+            f"{first_retry}; the longest wait between retries must be at least the first"
+        )
     if problems:
         raise SettingsError("runner settings: " + "; ".join(problems))
     # _choice appended a problem (and we raised) unless both values are valid members.
     assert assign_public_ip is not None
     assert capacity_provider is not None
+    assert max_concurrent_tasks is not None
+    assert first_retry is not None
+    assert max_retry is not None
     return RunnerSettings(
         cluster_arn=cluster_arn,
         task_definition_arn=task_definition_arn,
@@ -104,6 +159,12 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
         assign_public_ip=assign_public_ip,
         capacity_provider=capacity_provider,
         result_prefix=result_prefix,
+        backlog_queue_url=backlog_queue_url,
+        dead_letter_queue_url=dead_letter_queue_url,
+        max_concurrent_tasks=max_concurrent_tasks,
+        state_table=state_table,
+        first_retry_seconds=first_retry,
+        max_retry_seconds=max_retry,
     )
 
 
@@ -120,3 +181,25 @@ def _choice(
     else:
         problems.append(f"{name}={value!r} is invalid; allowed: {choices}")
     return None
+
+
+def _whole_number(
+    environ: Mapping[str, str],
+    name: str,
+    bounds: tuple[int, int],
+    default: int | None,
+    problems: list[str],
+) -> int | None:
+    """A whole number within `bounds`; `default` when unset (None: the variable is required)."""
+    value = environ.get(name, "").strip()
+    low, high = bounds
+    allowed = f"a whole number from {low} to {high}"
+    if not value:
+        if default is None:
+            problems.append(f"{name} is missing; set it to {allowed}")
+        return default
+    # isascii: str.isdigit accepts digits such as "²" that int() rejects.
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        problems.append(f"{name}={value!r} is invalid; allowed: {allowed}")
+        return None
+    return int(value)

@@ -6,6 +6,7 @@ message saying which record and what is wrong, never a KeyError from deep inside
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 S3_EVENT_SOURCE = "aws:s3"
+SQS_EVENT_SOURCE = "aws:sqs"  # a batch from the backlog queue, through the event source mapping
 UPLOAD_EVENT_PREFIX = "ObjectCreated:"
 TEST_EVENT = "s3:TestEvent"
 # A versionId of "null" names the one unversioned object of a bucket whose versioning was
@@ -49,6 +51,63 @@ class Upload:
     @property
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class BacklogMessage:
+    """One backlog message as the event source mapping hands it over; `body` is an S3 event."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int  # this receive included: 1 the first time
+    sent_at: float  # when the upload was parked, seconds since the epoch
+
+
+def is_backlog_event(event: object) -> bool:
+    """An event source mapping's SQS batch (records from "aws:sqs"), not an S3 notification."""
+    if not isinstance(event, Mapping):
+        return False
+    records = event.get("Records")
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and isinstance(records[0], Mapping)
+        and records[0].get("eventSource") == SQS_EVENT_SOURCE
+    )
+
+
+def backlog_messages(event: object) -> list[BacklogMessage]:
+    """The batch's messages; MalformedEventError if a record is not what Lambda sends.
+
+    A record without its message id cannot be named in a partial batch response, so such an
+    event fails as a whole (the batch comes back after the visibility timeout).
+    """
+    messages = []
+    for index, record in enumerate(event_records(event)):
+        where = f"record {index}"
+        if not isinstance(record, Mapping) or record.get("eventSource") != SQS_EVENT_SOURCE:
+            raise MalformedEventError(f"malformed {where}: not an SQS record from the backlog")
+        attributes = record.get("attributes")
+        if not isinstance(attributes, Mapping):
+            attributes = {}
+        messages.append(
+            BacklogMessage(
+                message_id=_text(record, "messageId", where),
+                receipt_handle=_text(record, "receiptHandle", where),
+                body=str(record.get("body", "")),
+                receive_count=_whole(attributes.get("ApproximateReceiveCount"), 1),
+                sent_at=_whole(attributes.get("SentTimestamp"), 0) / 1000,
+            )
+        )
+    return messages
+
+
+def _whole(value: object, default: int) -> int:
+    """SQS sends its counters and timestamps as strings of digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return default
 
 
 def is_test_event(event: object) -> bool:
@@ -151,6 +210,7 @@ def upload_identity(upload: Upload) -> tuple[str, ...] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # asked for by the cap, the request and the log alike
 def client_token(upload: Upload) -> str | None:
     """RunTask clientToken for the upload: 64 hex characters (within ECS's 33-126 range).
 

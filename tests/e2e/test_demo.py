@@ -202,3 +202,17 @@ def test_watch_mode_processes_files_dropped_into_the_folder_until_ctrl_c(tmp_pat
     assert child.returncode == 0, output
     assert "uploads/dropped file.txt" in output
     assert "1 of 1 uploads processed successfully" in output
+
+
+def test_a_burst_waits_in_the_backlog_and_drains_without_exceeding_the_cap() -> None:
+    result, lines = run([], burst=10, overrides={"maxConcurrentTasks": 3})
+    assert result.exit_code == 0, "\n".join(lines)
+    assert len(result.outcomes) == 10
+    assert all(outcome.ok for outcome in result.outcomes)
+    pictures = [re.findall(r"\d+", line) for line in lines if line.startswith("backlog ")]
+    waiting = [int(numbers[0]) for numbers in pictures]
+    running = [int(numbers[1]) for numbers in pictures]
+    assert max(waiting) >= 7, "the burst never waited in the backlog"
+    assert max(running) == 3
+    assert waiting[-1] == 0
+    assert "status   tasks         0 pending, 0 running (cap 3)" in lines

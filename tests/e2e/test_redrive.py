@@ -64,6 +64,8 @@ def deployment(emulator_env: str) -> Deployment:
     package = io.BytesIO()
     with zipfile.ZipFile(package, "w") as archive:
         archive.write(PROJECT_DIR / "taskrunner" / "handler.py", "handler.py")
+    dead_letter_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    backlog_url = sqs.create_queue(QueueName=f"{name}-backlog")["QueueUrl"]
     boto3.client("lambda").create_function(
         FunctionName=name,
         Runtime="python3.13",
@@ -80,13 +82,16 @@ def deployment(emulator_env: str) -> Deployment:
                 "ASSIGN_PUBLIC_IP": "ENABLED",
                 "CAPACITY_PROVIDER": "FARGATE",
                 "RESULT_PREFIX": "results/",
+                "BACKLOG_QUEUE_URL": backlog_url,
+                "DEAD_LETTER_QUEUE_URL": dead_letter_url,
+                "MAX_CONCURRENT_TASKS": "0",
             }
         },
     )
     return Deployment(
         cluster_arn=cluster_arn,
         function=name,
-        dead_letter_url=sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"],
+        dead_letter_url=dead_letter_url,
         failed_jobs_url=sqs.create_queue(QueueName=f"{name}-failed")["QueueUrl"],
     )
 
@@ -192,6 +197,8 @@ def test_a_dry_run_lists_every_message_and_changes_nothing(deployment: Deploymen
     )
     assert "failed-jobs  uploads/été.csv: EssentialContainerExited" in text
     assert "logs: job/job/0f1e2d3c" in text
+    # Each message once, however high the limit: listed messages stay hidden until the end.
+    assert sum("would restart it (dry run)" in line for line in lines) == 2
     assert queue_depth(deployment.dead_letter_url) == 1
     assert queue_depth(deployment.failed_jobs_url) == 1
     assert started_keys(deployment) == []

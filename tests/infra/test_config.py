@@ -128,6 +128,15 @@ def test_overlapping_suffixes_are_rejected_as_s3_would() -> None:
     assert "overlapping" in error_for(uploadSuffixes=[".csv", "data.csv"])
 
 
+def test_a_suffix_listed_twice_is_rejected_as_s3_would() -> None:
+    # Two identical filter rules for one event type overlap: S3 refuses the whole notification
+    # configuration (API reference, FilterRule: "Overlapping prefixes and suffixes are not
+    # supported").
+    message = error_for(uploadSuffixes=[".csv", ".tsv", ".csv"])
+    assert "s3-fargate-jobs:uploadSuffixes" in message
+    assert 'overlapping suffix filters (".csv" ends with ".csv")' in message
+
+
 @pytest.mark.parametrize("size", ["20", "201", "-1"])
 def test_ephemeral_storage_outside_21_to_200_is_rejected(size: str) -> None:
     message = error_for(ephemeralStorageGiB=size)
@@ -135,9 +144,25 @@ def test_ephemeral_storage_outside_21_to_200_is_rejected(size: str) -> None:
     assert "between 21 and 200" in message
 
 
-def test_fargate_spot_with_arm64_is_rejected() -> None:
-    message = error_for(capacityProvider="FARGATE_SPOT", cpuArchitecture="ARM64")
-    assert "Fargate Spot runs X86_64 only" in message
+@pytest.mark.parametrize(("architecture", "platform"), [("X86_64", "amd64"), ("ARM64", "arm64")])
+def test_fargate_spot_is_accepted_on_both_architectures(architecture: str, platform: str) -> None:
+    # ECS API reference, CapacityProviderStrategyItem: FARGATE_SPOT runs Linux X86_64 tasks on
+    # platform 1.3.0+ and ARM64 tasks on 1.4.0+ (RunTask's default, LATEST, is 1.4.0).
+    settings = parse(capacityProvider="FARGATE_SPOT", cpuArchitecture=architecture)
+    assert settings.capacity_provider == "FARGATE_SPOT"
+    assert settings.docker_platform == f"linux/{platform}"
+
+
+def test_a_spot_arm64_stack_runs_arm64_tasks_on_fargate_spot() -> None:
+    stack = evaluate("prod", {"capacityProvider": "FARGATE_SPOT", "cpuArchitecture": "ARM64"})
+    task = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+    assert task["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+    runner = stack.one("aws:lambda/function:Function").inputs["environment"]["variables"]
+    assert runner["CAPACITY_PROVIDER"] == "FARGATE_SPOT"
+    providers = stack.one("aws:ecs/clusterCapacityProviders:ClusterCapacityProviders").inputs
+    assert providers["defaultCapacityProviderStrategies"] == [
+        {"capacityProvider": "FARGATE_SPOT", "weight": 1}
+    ]
 
 
 def test_subnet_ids_without_a_vpc_id_are_rejected() -> None:
@@ -194,3 +219,21 @@ def test_noncurrent_version_days_shorter_than_a_redrive_or_absurd_are_rejected(d
 def test_noncurrent_version_days_zero_keeps_every_version() -> None:
     assert parse(noncurrentVersionDays="0").noncurrent_version_days is None
     assert parse(noncurrentVersionDays="14").noncurrent_version_days == 14
+
+
+@pytest.mark.parametrize("value", ["-1", "100001", "many"])
+def test_a_task_cap_outside_what_is_allowed_is_rejected(value: str) -> None:
+    message = error_for(maxConcurrentTasks=value)
+    assert "maxConcurrentTasks" in message
+
+
+def test_a_task_cap_of_zero_leaves_only_the_accounts_limits() -> None:
+    assert parse(maxConcurrentTasks="0").max_concurrent_tasks == 0
+    assert parse(maxConcurrentTasks="25").max_concurrent_tasks == 25
+
+
+@pytest.mark.parametrize("minutes", ["0", "20161"])
+def test_a_backlog_alarm_age_beyond_the_backlogs_14_days_is_rejected(minutes: str) -> None:
+    message = error_for(backlogAgeAlarmMinutes=minutes)
+    assert "backlogAgeAlarmMinutes" in message
+    assert "must be between 1 and 20160" in message

@@ -141,3 +141,17 @@ def test_the_runner_may_run_only_this_family_on_this_cluster_and_pass_only_the_j
 @pytest.mark.parametrize("action", sorted(WILDCARD_RESOURCE_EXCEPTIONS))
 def test_each_wildcard_exception_states_its_reason(action: str) -> None:
     assert len(WILDCARD_RESOURCE_EXCEPTIONS[action]) > 20
+
+
+def test_the_runner_may_tag_only_the_tasks_it_starts_as_run_task_propagates_tags(
+    stack: Evaluation,
+) -> None:
+    # propagateTags makes RunTask tag the task, which ECS authorises as ecs:TagResource with
+    # ecs:CreateAction (ECS guide, "Grant permission to tag resources on creation"): without it
+    # every RunTask fails AccessDenied.
+    policy = {s["Sid"]: s for s in statements(policy_named(stack, "-runner-role"))}
+    tag = policy["TagTasksItStarts"]
+    assert listed(tag["Action"]) == ["ecs:TagResource"]
+    assert tag["Condition"] == {"StringEquals": {"ecs:CreateAction": "RunTask"}}
+    cluster_name = stack.one("aws:ecs/cluster:Cluster").outputs["name"]
+    assert listed(tag["Resource"]) == [f"arn:aws:ecs:us-east-1:123456789012:task/{cluster_name}/*"]

@@ -11,6 +11,7 @@ from moto.events.models import EventPattern
 
 from infra.monitoring import FAILED_JOB_PATHS, failed_task_pattern
 from jobctl.evaluate import Evaluation, evaluate
+from jobctl.redrive import plan
 from tests.infra.conftest import as_json
 from tests.infra.test_config import error_for
 
@@ -98,13 +99,107 @@ def test_the_failed_job_message_names_the_upload_reason_exit_code_task_and_log_s
         assert placeholder in template
     # Every <...> in the template is an input path EventBridge can fill, or it rejects the target.
     assert set(re.findall(r"<([^<>]*)>", template)) == set(FAILED_JOB_PATHS)
-    filled = template
-    for name in FAILED_JOB_PATHS:
-        filled = filled.replace(f"<{name}>", "[]" if name == "environment" else "x")
-    message = json.loads(filled)
+    message = json.loads(eventbridge_transform(template, FAILED_JOB_PATHS, ecs_stop_event()))
     assert message["logGroup"] == stack.outputs["logGroupName"]
     assert message["logStream"].startswith("job/job/")
     assert f"--stack {stack.stack}" in message["replay"]
+
+
+def _resolve(event: Any, path: str) -> Any:
+    """A JSON path of the form EventBridge's input paths use here: $.a.b[0].c."""
+    value = event
+    for name, index in re.findall(r"\.([\w-]+)(?:\[(\d+)\])?", path):
+        if not isinstance(value, dict) or name not in value:
+            return None
+        value = value[name]
+        if index:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return None
+            value = value[int(index)]
+    return value
+
+
+def eventbridge_transform(template: str, paths: dict[str, str], event: Any) -> str:
+    """The input transformer as the EventBridge user guide documents it for a placeholder that
+    is a whole JSON value: the value's JSON, a string quoted and escaped; a path the event lacks
+    gives "" (AWS-validated in localstack's input transformer tests). Inside a string EventBridge
+    pastes values unescaped; the template has no such placeholder (see the test below)."""
+
+    def value(match: re.Match[str]) -> str:
+        found = _resolve(event, paths[match[1]])
+        return json.dumps("" if found is None else found)
+
+    return re.sub(r"<([^<>]*)>", value, template)
+
+
+# Real ECS stop reasons quote URLs, e.g. when a task in a subnet without a route cannot pull.
+PULL_FAILURE = (
+    "ResourceInitializationError: unable to pull secrets or registry auth: execution resource "
+    "retrieval failed: unable to retrieve ecr registry auth: service call has been retried 3 "
+    'time(s): RequestError: send request failed caused by: Post "https://api.ecr.us-east-1.'
+    'amazonaws.com/": dial tcp 10.0.0.1:443: i/o timeout \\ (backslash)'
+)
+
+
+def ecs_stop_event(
+    stopped_reason: str = "Essential container in task exited",
+    container: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An "ECS Task State Change" event of a task the runner started, as EventBridge sees it."""
+    return {
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "detail": {
+            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/0123abcd",
+            "lastStatus": "STOPPED",
+            "stopCode": "EssentialContainerExited",
+            "stoppedReason": stopped_reason,
+            "stoppedAt": "2026-11-28T12:00:00.000Z",
+            "containers": [container if container is not None else {"exitCode": 6}],
+            "overrides": {
+                "containerOverrides": [
+                    {
+                        "name": "job",
+                        "environment": [
+                            {"name": "S3_BUCKET", "value": "uploads-bucket"},
+                            {"name": "S3_KEY", "value": 'uploads/a "quoted" name.csv'},
+                        ],
+                    }
+                ]
+            },
+        },
+    }
+
+
+def test_no_placeholder_sits_inside_a_json_string_where_eventbridge_would_not_escape_it(
+    dev: Evaluation,
+) -> None:
+    template = dev.one(TARGET).inputs["inputTransformer"]["inputTemplate"]
+    # A placeholder standing as a whole value parses when replaced by a JSON object; one
+    # inside a string would break the string.
+    marked = re.sub(r"<([^<>]*)>", lambda m: json.dumps({"placeholder": m[1]}), template)
+    values = json.loads(marked).values()
+    assert {v["placeholder"] for v in values if isinstance(v, dict)} == set(FAILED_JOB_PATHS)
+
+
+@pytest.mark.parametrize(
+    ("event", "exit_code", "reason"),
+    [
+        (ecs_stop_event(PULL_FAILURE, {}), "none", PULL_FAILURE),
+        (ecs_stop_event(container={"exitCode": 6, "reason": 'x "y"'}), "6", "Essential"),
+    ],
+    ids=["image-pull-failure-without-exit-code", "exit-code-6"],
+)
+def test_a_failed_job_message_is_json_the_redrive_reads_whatever_the_stop_reason_holds(
+    dev: Evaluation, event: dict[str, Any], exit_code: str, reason: str
+) -> None:
+    transformer = dev.one(TARGET).inputs["inputTransformer"]
+    body = eventbridge_transform(transformer["inputTemplate"], transformer["inputPaths"], event)
+    replay = plan("failed-jobs", {"MessageId": "m", "ReceiptHandle": "r", "Body": body})
+    assert replay.keys == ('uploads/a "quoted" name.csv',)
+    assert f"(exit code {exit_code})" in replay.reason
+    assert reason in replay.reason
+    assert replay.log_stream == "job/job/0123abcd"
 
 
 def test_only_the_rule_may_send_to_the_failed_jobs_queues(stack: Evaluation) -> None:
@@ -135,14 +230,19 @@ def test_an_alarm_fires_when_the_dead_letter_or_failed_jobs_queue_holds_messages
     assert alarm.inputs["alarmActions"] == [stack.outputs["alertTopicArn"]]
 
 
-def test_an_alarm_fires_when_the_runner_reports_errors_or_throttles(stack: Evaluation) -> None:
+def test_an_alarm_fires_when_the_runner_fails_is_throttled_or_loses_an_event(
+    stack: Evaluation,
+) -> None:
     alarm = stack.named(ALARM, "-runner-failing")
     metrics = alarm_metrics(alarm)
     function = stack.one("aws:lambda/function:Function").outputs["name"]
     assert {q["metric"]["metricName"] for q in metrics.values() if "metric" in q} == {
         "Errors",
         "Throttles",
+        "DestinationDeliveryFailures",  # an on-failure record that never reached the queue
     }
+    (total,) = [q for q in metrics.values() if "expression" in q]
+    assert set(total["expression"].split(" + ")) == {q for q in metrics if q != total["id"]}
     for query in metrics.values():
         if "metric" in query:
             assert query["metric"]["dimensions"] == {"FunctionName": function}

@@ -27,6 +27,9 @@ CONTRACT_VARIABLES = {
     "ASSIGN_PUBLIC_IP",
     "CAPACITY_PROVIDER",
     "RESULT_PREFIX",
+    "BACKLOG_QUEUE_URL",
+    "DEAD_LETTER_QUEUE_URL",
+    "MAX_CONCURRENT_TASKS",
 }
 
 
@@ -56,6 +59,8 @@ def test_every_stack_exports_the_documented_outputs(stack: Evaluation) -> None:
         "taskRunnerFunctionName",
         "logGroupName",
         "deadLetterQueueUrl",
+        "backlogQueueUrl",
+        "maxConcurrentTasks",
         "repositoryUrl",
         "failedJobsQueueUrl",
         "alertTopicArn",
@@ -128,13 +133,43 @@ def test_the_task_definition_has_the_configured_size_logs_and_roles(stack: Evalu
     assert stack.outputs["logGroupName"] == log_group.outputs["name"]
     assert job["essential"] is True
     assert job["readonlyRootFilesystem"] is True
-    assert job["privileged"] is False
     assert not job["user"].startswith(("0", "root"))
     scratch = {v["name"] for v in task["volumes"]}
     assert {m["sourceVolume"] for m in job["mountPoints"]} <= scratch
     env = {e["name"]: e["value"] for e in job["environment"]}
     assert env["RESULT_PREFIX"] == config(stack, "resultPrefix")
     assert env["TMPDIR"] in {m["containerPath"] for m in job["mountPoints"]}
+
+
+# "Amazon ECS task definition differences for Fargate": parameters not valid on Fargate, and
+# the Linux parameters it does not support (capabilities may only add CAP_SYS_PTRACE).
+NOT_VALID_ON_FARGATE = {
+    "disableNetworking",
+    "dnsSearchDomains",
+    "dnsServers",
+    "dockerSecurityOptions",
+    "extraHosts",
+    "gpu",
+    "ipcMode",
+    "links",
+    "placementConstraints",
+    "privileged",
+    "maxSwap",
+    "swappiness",
+}
+LINUX_PARAMETERS_NOT_ON_FARGATE = {"devices", "sharedMemorySize", "tmpfs", "maxSwap", "swappiness"}
+
+
+def test_the_job_uses_no_parameter_fargate_rejects(stack: Evaluation) -> None:
+    task = stack.one(TASK_DEFINITION).inputs
+    job = container(stack)
+    assert not NOT_VALID_ON_FARGATE & (set(job) | set(task))
+    linux = job.get("linuxParameters", {})
+    assert not LINUX_PARAMETERS_NOT_ON_FARGATE & set(linux)
+    assert set(linux.get("capabilities", {}).get("add", [])) <= {"SYS_PTRACE"}
+    assert linux["initProcessEnabled"] is True  # supported on Fargate; forwards SIGTERM
+    # Bind volumes only: Fargate has no Docker volume drivers.
+    assert all(set(volume) == {"name"} for volume in task["volumes"])
 
 
 def test_prod_sets_ephemeral_storage_and_dev_keeps_the_default(
@@ -148,7 +183,8 @@ def test_prod_sets_ephemeral_storage_and_dev_keeps_the_default(
 
 def test_the_runner_environment_carries_the_whole_contract(stack: Evaluation) -> None:
     env = runner_environment(stack)
-    assert set(env) == CONTRACT_VARIABLES
+    capped = int(config(stack, "maxConcurrentTasks")) > 0
+    assert set(env) == CONTRACT_VARIABLES | ({"STATE_TABLE"} if capped else set())
     assert env["CLUSTER_ARN"] == stack.outputs["clusterArn"]
     assert env["TASK_DEFINITION_ARN"] == stack.outputs["taskDefinitionArn"]
     assert env["CONTAINER_NAME"] == container(stack)["name"]
@@ -199,6 +235,18 @@ def test_prod_reaches_s3_ecr_and_logs_through_four_vpc_endpoints(prod: Evaluatio
         assert by_service[name]["privateDnsEnabled"] is True
     assert vpc["vpcEndpointStrategy"] == "Auto"
     assert vpc["enableDnsHostnames"] is True
+
+
+def test_prod_leaves_endpoint_placement_to_the_awsx_auto_strategy(prod: Evaluation) -> None:
+    # awsx 3.11 (awsx/ec2/vpc.ts) fills only what a spec omits: interface endpoints get one
+    # isolated subnet per AZ and a security group admitting HTTPS from the VPC's CIDR (the
+    # tasks' own group is not the VPC default group, which alone the endpoints would admit);
+    # the gateway endpoint gets every route table. A spec naming any of these opts out.
+    for spec in prod.one(VPC).inputs["vpcEndpointSpecs"]:
+        assert not {"subnetIds", "subnetConfigurations", "securityGroupIds", "routeTableIds"} & set(
+            spec
+        ), spec["serviceName"]
+    assert prod.one(VPC).inputs["enableDnsSupport"] is True  # Auto refuses false with private DNS
 
 
 def test_dev_pays_for_no_endpoints(dev: Evaluation) -> None:

@@ -88,7 +88,8 @@ def test_a_failed_job_names_its_reason_exit_code_and_log_stream() -> None:
     [
         ("dead-letter", "not json", "is not JSON"),
         ("dead-letter", [1, 2], "is not a JSON object"),
-        ("dead-letter", {"requestPayload": {"no": "records"}}, "not a Lambda on-failure record"),
+        ("dead-letter", {"requestPayload": {"no": "records"}}, "neither a Lambda on-failure"),
+        ("dead-letter", {"Event": "s3:TestEvent"}, "nor an S3 event from the backlog"),
         ("failed-jobs", {"environment": []}, "names no S3_BUCKET and S3_KEY"),
     ],
 )
@@ -97,3 +98,29 @@ def test_a_message_that_is_not_what_the_queue_holds_is_named_and_left_alone(
 ) -> None:
     with pytest.raises(UnreadableMessageError, match=expected):
         plan(source, message(body))  # type: ignore[arg-type]
+
+
+def test_a_dead_letter_from_the_backlog_replays_its_s3_event_with_the_runners_reason() -> None:
+    event = {"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": "uploads/a+b.csv"}}}]}
+    replay = plan(
+        "dead-letter",
+        {
+            "MessageId": "m-1",
+            "ReceiptHandle": "r-1",
+            "Body": json.dumps(event),
+            "MessageAttributes": {
+                "reason": {"DataType": "String", "StringValue": "InvalidParameterException: x"}
+            },
+        },
+    )
+    assert replay.event == event
+    assert replay.keys == ("uploads/a b.csv",)
+    assert replay.reason == "InvalidParameterException: x"
+
+
+def test_a_dead_letter_sqs_moved_from_the_backlog_says_so() -> None:
+    event = {"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": "uploads/a.csv"}}}]}
+    replay = plan(
+        "dead-letter", {"MessageId": "m", "ReceiptHandle": "r", "Body": json.dumps(event)}
+    )
+    assert "moved from the backlog by SQS" in replay.reason

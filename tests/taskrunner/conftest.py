@@ -19,6 +19,7 @@ if str(TASKRUNNER_DIR) not in sys.path:
     sys.path.insert(0, str(TASKRUNNER_DIR))
 
 from runner_settings import RunnerSettings, load_settings  # noqa: E402 - needs the path above
+from services import Services  # noqa: E402
 
 from tests.fakes.fake_ecs import FakeEcs, running_fake_ecs  # noqa: E402 - ditto, for ordering
 
@@ -50,6 +51,9 @@ RUNNER_ENV = {
     "ASSIGN_PUBLIC_IP": "DISABLED",
     "CAPACITY_PROVIDER": "FARGATE_SPOT",
     "RESULT_PREFIX": RESULT_PREFIX,
+    "BACKLOG_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-backlog",
+    "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-dlq",
+    "MAX_CONCURRENT_TASKS": "0",
 }
 
 
@@ -109,6 +113,49 @@ def s3_event(*records: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def settings() -> RunnerSettings:
     return load_settings(RUNNER_ENV)
+
+
+class RecordingSqs:
+    """The SQS calls the runner makes, recorded; `refuse` makes every call fail as SQS would."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.sent: list[dict[str, Any]] = []
+        self.visibility: list[dict[str, Any]] = []
+
+    def _check(self, operation: str) -> None:
+        if self.refuse:
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": "AccessDenied", "Message": "no sqs:SendMessage"}}
+            raise ClientError(error, operation)  # type: ignore[arg-type]
+
+    def send_message(self, **request: Any) -> dict[str, Any]:
+        self._check("SendMessage")
+        self.sent.append(request)
+        return {"MessageId": f"m-{len(self.sent)}"}
+
+    def change_message_visibility_batch(self, **request: Any) -> dict[str, Any]:
+        self._check("ChangeMessageVisibilityBatch")
+        assert 1 <= len(request["Entries"]) <= 10, "SQS takes 1 to 10 entries per batch"
+        self.visibility.append(request)
+        return {"Successful": [{"Id": e["Id"]} for e in request["Entries"]], "Failed": []}
+
+    def parked_keys(self) -> list[str]:
+        """The decoded keys of the uploads sent to the backlog, in order."""
+        from urllib.parse import unquote_plus
+
+        return [
+            unquote_plus(record["s3"]["object"]["key"])
+            for message in self.sent
+            if message["QueueUrl"] == RUNNER_ENV["BACKLOG_QUEUE_URL"]
+            for record in json.loads(message["MessageBody"])["Records"]
+        ]
+
+
+def services_for(ecs: Any, sqs: RecordingSqs | None = None) -> Services:
+    """The runner's services around a test's ECS client, with a recording SQS."""
+    return Services(ecs, sqs=sqs or RecordingSqs())  # type: ignore[arg-type]
 
 
 @pytest.fixture

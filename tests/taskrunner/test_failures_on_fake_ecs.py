@@ -3,25 +3,57 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any
 
 import pytest
+from dispatch import Summary, TasksNotStartedError
+from dispatch import process_uploads as run_event
 from runner_settings import RunnerSettings
-from task_starter import MAX_ATTEMPTS, TasksNotStartedError, client_config, process_event
+from services import MAX_ATTEMPTS, client_config
 
 from tests.fakes.fake_ecs import FakeEcs, Fault, RunTaskCall
-from tests.taskrunner.conftest import BUCKET, s3_event, s3_record
+from tests.taskrunner.conftest import BUCKET, RecordingSqs, s3_event, s3_record, services_for
 
 
-def test_failures_in_the_answer_make_the_invocation_raise_naming_the_key_and_reason(
+def process_event(
+    event: Any, settings: RunnerSettings, ecs: Any, sqs: RecordingSqs | None = None
+) -> Summary:
+    """The direct path with this ECS client and a recording SQS."""
+    return run_event(event, settings, services_for(ecs, sqs))
+
+
+def test_a_capacity_failure_parks_the_upload_in_the_backlog_saying_why(
     fake_ecs: FakeEcs, settings: RunnerSettings
 ) -> None:
     fake_ecs.inject(Fault.failure("RESOURCE:MEMORY", "no Fargate capacity"))
+    sqs = RecordingSqs()
+    record = s3_record("uploads/a b.csv")
+    summary = process_event(s3_event(record), settings, fake_ecs.client(client_config()), sqs)
+    assert fake_ecs.tasks == []
+    assert (
+        "RunTask failures: RESOURCE:MEMORY (no Fargate capacity)"
+        in summary["parked"]["uploads/a b.csv"]
+    )
+    (message,) = sqs.sent
+    assert message["QueueUrl"] == settings.backlog_queue_url
+    # The record exactly as S3 sent it: its token, and so its task, stay the same.
+    assert json.loads(message["MessageBody"]) == {"Records": [record]}
+    assert 1 <= message["DelaySeconds"] <= settings.first_retry_seconds
+
+
+def test_an_upload_that_cannot_be_parked_makes_the_invocation_raise_naming_both_reasons(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    fake_ecs.inject(Fault.failure("RESOURCE:MEMORY"))
     with pytest.raises(TasksNotStartedError) as raised:
         process_event(
-            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
+            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(), RecordingSqs(True)
         )
-    assert f"s3://{BUCKET}/uploads/a.csv: RunTask failures: RESOURCE:MEMORY" in str(raised.value)
-    assert fake_ecs.tasks == []
+    reason = raised.value.failures[f"s3://{BUCKET}/uploads/a.csv"]
+    assert "RESOURCE:MEMORY" in reason
+    assert "parking it in the backlog failed" in reason
+    assert "AccessDenied" in reason
 
 
 def test_throttling_is_retried_with_backoff_then_starts_one_task(
@@ -36,31 +68,35 @@ def test_throttling_is_retried_with_backoff_then_starts_one_task(
     assert list(summary["started"].values()) == [task["taskArn"] for task in fake_ecs.tasks]
 
 
-def test_persistent_throttling_fails_after_the_configured_attempts(
+def test_persistent_throttling_parks_the_upload_after_the_configured_attempts(
     fake_ecs: FakeEcs, settings: RunnerSettings, backoff_sleeps: list[float]
 ) -> None:
     fake_ecs.inject(Fault.throttling(), times=None)
-    with pytest.raises(
-        TasksNotStartedError,
-        match=f"ThrottlingException: Rate exceeded .after {MAX_ATTEMPTS} attempts",
-    ):
-        process_event(
-            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
-        )
+    sqs = RecordingSqs()
+    summary = process_event(
+        s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config()), sqs
+    )
     assert len(fake_ecs.calls) == MAX_ATTEMPTS
-    # Throttling backoff starts at up to 1 s and doubles: the retries ride out a burst.
-    assert max(backoff_sleeps) > 1
+    assert (
+        f"ThrottlingException: Rate exceeded (after {MAX_ATTEMPTS} attempts)"
+        in (summary["parked"]["uploads/a.csv"])
+    )
+    assert sqs.parked_keys() == ["uploads/a.csv"]
+    # Throttling backoff starts at up to 1 s and doubles: the retries ride out a short burst.
+    assert len(backoff_sleeps) == MAX_ATTEMPTS - 1
 
 
-def test_a_persistent_server_error_fails_loudly(
+def test_a_persistent_server_error_parks_the_upload(
     fake_ecs: FakeEcs, settings: RunnerSettings, backoff_sleeps: list[float]
 ) -> None:
     fake_ecs.inject(Fault.error("ServerException", "internal", status=500), times=None)
-    with pytest.raises(TasksNotStartedError, match="ServerException: internal"):
-        process_event(
-            s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config())
-        )
+    sqs = RecordingSqs()
+    summary = process_event(
+        s3_event(s3_record("uploads/a.csv")), settings, fake_ecs.client(client_config()), sqs
+    )
+    assert "ServerException: internal" in summary["parked"]["uploads/a.csv"]
     assert len(fake_ecs.calls) == MAX_ATTEMPTS
+    assert sqs.parked_keys() == ["uploads/a.csv"]
 
 
 def test_an_access_error_is_not_retried(fake_ecs: FakeEcs, settings: RunnerSettings) -> None:
@@ -157,7 +193,7 @@ def test_a_timed_out_call_is_retried_with_the_same_token_and_starts_one_task(
     assert fake_ecs.started == {tokens.pop(): task_arn}
 
 
-def test_an_unreachable_endpoint_fails_loudly_after_retries(
+def test_an_unreachable_endpoint_parks_the_upload_after_retries(
     settings: RunnerSettings, backoff_sleeps: list[float]
 ) -> None:
     with FakeEcsGone() as url:
@@ -171,8 +207,10 @@ def test_an_unreachable_endpoint_fails_loudly_after_retries(
             aws_secret_access_key="testing",
             config=client_config(max_attempts=2, connect_timeout=0.5),
         )
-        with pytest.raises(TasksNotStartedError, match="EndpointConnectionError"):
-            process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
+        sqs = RecordingSqs()
+        summary = process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs, sqs)
+    assert "EndpointConnectionError" in summary["parked"]["uploads/a.csv"]
+    assert sqs.parked_keys() == ["uploads/a.csv"]
 
 
 class FakeEcsGone:

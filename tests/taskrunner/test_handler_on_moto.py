@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
-from task_starter import MalformedRecordsError
+from dispatch import MalformedRecordsError
 
 from tests.taskrunner.conftest import SPECIAL_KEYS, load_event, s3_event, s3_record
 
@@ -137,6 +137,7 @@ def test_the_test_event_is_acknowledged_and_starts_nothing(
     assert handler_module.handler(load_event("test_event.json"), None) == {
         "started": {},
         "skipped": {},
+        "parked": {},
     }
     assert ecs.list_tasks(cluster=env["CLUSTER_ARN"])["taskArns"] == []
 

@@ -9,20 +9,19 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from dispatch import Summary, TasksNotStartedError
+from dispatch import process_uploads as run_event
 from runner_settings import RunnerSettings
-from task_starter import (
-    STARTED_BY,
-    TasksNotStartedError,
-    build_run_task_request,
-    process_event,
-    skip_reason,
-    start_task,
-)
+from task_starter import STARTED_BY, build_run_task_request, skip_reason, start_task
 from upload_events import Upload, client_token
 
-from tests.taskrunner.conftest import BUCKET, s3_event, s3_record
+from tests.taskrunner.conftest import BUCKET, RecordingSqs, s3_event, s3_record, services_for
 
 UPLOAD = Upload(BUCKET, "uploads/a b+c.csv", "ObjectCreated:Put", sequencer="0A", etag="e")
+
+
+def process_event(event: Any, settings: RunnerSettings, ecs: Any, **options: Any) -> Summary:
+    return run_event(event, settings, services_for(ecs), **options)
 
 
 def environment(request: Any) -> dict[str, str]:
@@ -101,19 +100,65 @@ def test_a_key_under_the_result_prefix_is_skipped_saying_why(settings: RunnerSet
     assert "RESULT_PREFIX 'results/'" in reason
 
 
-def test_a_runtask_answer_with_failures_is_a_failure_with_its_reasons(
-    settings: RunnerSettings,
-) -> None:
+def answer_with_failures(settings: RunnerSettings, reason: str, detail: str = "") -> Any:
     ecs = boto3.client("ecs", region_name="us-east-1")
+    failure = {"reason": reason, **({"detail": detail} if detail else {})}
     with Stubber(ecs) as stubber:
         stubber.add_response(
             "run_task",
-            {"tasks": [], "failures": [{"reason": "RESOURCE:MEMORY", "detail": "no capacity"}]},
+            {"tasks": [], "failures": [failure]},
             build_run_task_request(UPLOAD, settings),
         )
+        return start_task(ecs, UPLOAD, settings)
+
+
+def test_a_capacity_shortage_in_the_answer_waits_a_short_while_naming_its_reason(
+    settings: RunnerSettings,
+) -> None:
+    result = answer_with_failures(settings, "RESOURCE:MEMORY", "no capacity")
+    assert (result.outcome, result.full) == ("waiting", False)
+    assert result.reason == "RunTask failures: RESOURCE:MEMORY (no capacity)"
+
+
+def test_the_account_quota_in_the_answer_waits_its_turn(settings: RunnerSettings) -> None:
+    reason = "You've reached the limit on the number of vCPUs you can run concurrently"
+    result = answer_with_failures(settings, reason)
+    assert (result.outcome, result.full) == ("waiting", True)
+
+
+def test_the_account_quota_as_an_error_waits_its_turn(settings: RunnerSettings) -> None:
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    with Stubber(ecs) as stubber:
+        stubber.add_client_error(
+            "run_task",
+            "ClientException",
+            "You've reached the limit on the number of tasks you can run concurrently",
+        )
+        result = start_task(ecs, UPLOAD, settings)
+    assert (result.outcome, result.full) == ("waiting", True)
+
+
+def test_any_other_failure_in_the_answer_cannot_be_mended_by_waiting(
+    settings: RunnerSettings,
+) -> None:
+    result = answer_with_failures(settings, "MISSING")
+    assert result.outcome == "failed"
+    assert result.reason == "RunTask failures: MISSING"
+
+
+@pytest.mark.parametrize(
+    "code", ["AccessDeniedException", "InvalidParameterException", "ClusterNotFoundException"]
+)
+def test_a_request_ecs_rejects_cannot_be_mended_by_waiting(
+    code: str, settings: RunnerSettings
+) -> None:
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    with Stubber(ecs) as stubber:
+        stubber.add_client_error("run_task", code, "rejected")
         result = start_task(ecs, UPLOAD, settings)
     assert result.outcome == "failed"
-    assert result.reason == "RunTask failures: RESOURCE:MEMORY (no capacity)"
+    assert result.reason is not None
+    assert result.reason.startswith(f"{code}: rejected")
 
 
 def test_a_conflict_counts_as_already_started_with_the_existing_task(
@@ -129,7 +174,7 @@ def test_a_conflict_counts_as_already_started_with_the_existing_task(
             modeled_fields={"resourceIds": [existing]},
         )
         summary = process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
-    assert summary == {"started": {"uploads/a.csv": existing}, "skipped": {}}
+    assert summary == {"started": {"uploads/a.csv": existing}, "skipped": {}, "parked": {}}
 
 
 def test_every_record_is_logged_as_one_json_line(
@@ -166,10 +211,17 @@ def test_a_failed_record_is_logged_as_an_error(
     assert json.loads(record.getMessage())["reason"].startswith("AccessDeniedException")
 
 
-def test_records_are_not_started_when_the_invocation_is_almost_out_of_time(
+def test_records_are_parked_untried_when_the_invocation_is_almost_out_of_time(
     settings: RunnerSettings,
 ) -> None:
     ecs = boto3.client("ecs", region_name="us-east-1")
-    with Stubber(ecs), pytest.raises(TasksNotStartedError, match="not tried") as raised:
-        process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs, remaining_ms=lambda: 900)
-    assert list(raised.value.failures) == [f"s3://{BUCKET}/uploads/a.csv"]
+    sqs = RecordingSqs()
+    with Stubber(ecs):  # no RunTask call is expected
+        summary = run_event(
+            s3_event(s3_record("uploads/a.csv")),
+            settings,
+            services_for(ecs, sqs),
+            remaining_ms=lambda: 900,
+        )
+    assert "not tried: under 26 s left" in summary["parked"]["uploads/a.csv"]
+    assert sqs.parked_keys() == ["uploads/a.csv"]

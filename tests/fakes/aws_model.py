@@ -1,0 +1,914 @@
+"""A model of the AWS parts around the runner, on the virtual clock of `virtual_clock`.
+
+What is modelled, as REFERENCE.md and AWS's documentation describe it:
+- ECS RunTask: a token bucket (burst 100, 20 per second) answering ThrottlingException "Rate
+  exceeded"; an account limit on tasks in flight, answered with a `failures` entry naming the
+  vCPU limit; clientToken idempotency for 24 hours (same parameters: the same task; others:
+  ConflictException); tasks PENDING/RUNNING for their duration, then STOPPED; ListTasks
+  (desiredStatus RUNNING lists PENDING too, pages of 100) that lists a task only `listing_lag`
+  seconds after it started. Faults per upload: throttling, capacity failures, lost answers
+  whose task did start.
+- SQS standard queues: delay, visibility timeout, ChangeMessageVisibility(Batch), receive
+  counts, redrive to a dead-letter queue beyond maxReceiveCount, retention (an expired
+  message is counted: it would be a lost upload).
+- DynamoDB: GetItem, PutItem, UpdateItem and BatchGetItem with the condition and update
+  expressions the runner uses, evaluated atomically.
+- Lambda: asynchronous invocation by S3 (two retries, 1 and 2 minutes apart, then an on-failure
+  record to the dead-letter queue), an SQS event source mapping (batches of up to 10 and at
+  most `maximum_concurrency` invocations at once, partial batch responses), and the function
+  timeout, which stops an invocation wherever it is.
+
+Clients given to the runner answer as boto3's do (dicts, ClientError, ReadTimeoutError) and
+retry as botocore's standard mode does: throttling, server errors and timeouts, with jittered
+exponential backoff (up to 20 s), at most `max_attempts` attempts. Its retry quota is not
+modelled. Every call takes a modelled latency, so invocations overlap and interleave.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError, ReadTimeoutError
+
+from tests.fakes.virtual_clock import Process, Simulation
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+EPOCH = 1_795_000_000.0  # the simulated world's wall clock at t=0 (late 2026)
+TOKEN_WINDOW_SECONDS = 24 * 3600  # ECS remembers a clientToken this long
+VCPU_LIMIT_REASON = "You've reached the limit on the number of vCPUs you can run concurrently"
+CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds an API call takes, as seen by the caller."""
+
+    run_task: float = 0.15
+    list_tasks: float = 0.05
+    sqs: float = 0.01
+    dynamodb: float = 0.005
+    invoke: float = 0.02  # Lambda's own overhead per invocation
+
+
+class TokenBucket:
+    def __init__(self, sim: Simulation, burst: float, rate: float) -> None:
+        self.sim = sim
+        self.burst = burst
+        self.rate = rate
+        self.tokens = float(burst)
+        self.last = sim.now
+        self.refused = 0
+
+    def take(self) -> bool:
+        self.tokens = min(self.burst, self.tokens + (self.sim.now - self.last) * self.rate)
+        self.last = self.sim.now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.refused += 1
+        return False
+
+
+class ModelError(Exception):
+    """An error answer: ClientError for the caller, unless botocore retries it first."""
+
+    def __init__(self, code: str, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+    @property
+    def retryable(self) -> bool:
+        return self.status >= 500 or "Throttl" in self.code
+
+    def client_error(self, operation: str, attempts: int) -> ClientError:
+        response: dict[str, Any] = {
+            "Error": {"Code": self.code, "Message": self.message},
+            "ResponseMetadata": {"HTTPStatusCode": self.status, "RetryAttempts": attempts - 1},
+            **self.extra,
+        }
+        return ClientError(response, operation)  # type: ignore[arg-type]
+
+
+class LostAnswer(Exception):  # noqa: N818 - a situation, not an error of the model
+    """The request was handled, but its answer never reaches the caller (a read timeout)."""
+
+
+# --- ECS -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What one RunTask call of an upload gets instead of its normal handling."""
+
+    kind: str  # "throttling", "capacity", "lost-answer", "rejected"
+
+    @classmethod
+    def throttling(cls) -> Fault:
+        return cls("throttling")
+
+    @classmethod
+    def capacity(cls) -> Fault:
+        return cls("capacity")
+
+    @classmethod
+    def lost_answer(cls) -> Fault:
+        return cls("lost-answer")
+
+    @classmethod
+    def rejected(cls) -> Fault:
+        return cls("rejected")
+
+
+Identity = tuple[str, str, str | None]  # bucket, key, versionId: one upload
+
+
+@dataclass
+class SimTask:
+    arn: str
+    identity: Identity
+    token: str | None
+    started_at: float
+    stops_at: float
+    stopped: bool = False
+
+
+def identity_of(request: Mapping[str, Any]) -> Identity:
+    (override,) = request["overrides"]["containerOverrides"]
+    env = {pair["name"]: pair["value"] for pair in override["environment"]}
+    return env["S3_BUCKET"], env["S3_KEY"], env.get("S3_VERSION_ID")
+
+
+class EcsModel:
+    def __init__(
+        self,
+        sim: Simulation,
+        *,
+        duration: Callable[[Identity], float],
+        account_limit: int = 100,
+        launch_bucket: TokenBucket | None = None,
+        faults: Mapping[Identity, Iterable[Fault]] | None = None,
+        listing_lag: float = 2.0,
+    ) -> None:
+        self.sim = sim
+        self.duration = duration
+        self.account_limit = account_limit
+        self.bucket = launch_bucket or TokenBucket(sim, 100, 20)
+        self.faults = {identity: list(planned) for identity, planned in (faults or {}).items()}
+        self.listing_lag = listing_lag
+        self.tasks: list[SimTask] = []
+        self.by_arn: dict[str, SimTask] = {}
+        self.in_flight: dict[str, SimTask] = {}
+        self.peak_in_flight = 0
+        self.tokens: dict[str, tuple[SimTask, str, float]] = {}  # token -> task, params, when
+        self.calls: Counter[str] = Counter()  # operation / outcome -> count
+        self.faults_given: Counter[str] = Counter()
+        self.last_stop = 0.0
+        self._numbers = itertools.count(1)
+
+    def run_task(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls["RunTask"] += 1
+        identity = identity_of(request)
+        planned = self.faults.get(identity)
+        fault = planned.pop(0) if planned else None
+        if fault is not None:
+            self.faults_given[fault.kind] += 1
+            if fault.kind == "throttling":
+                raise ModelError("ThrottlingException", "Rate exceeded")
+            if fault.kind == "capacity":
+                return {"tasks": [], "failures": [{"reason": CAPACITY_REASON}]}
+            if fault.kind == "rejected":
+                raise ModelError(
+                    "InvalidParameterException", "The task definition is not valid (injected)"
+                )
+        token = request.get("clientToken")
+        params = json.dumps(
+            {k: v for k, v in request.items() if k != "clientToken"}, sort_keys=True
+        )
+        if token is not None and token in self.tokens:
+            task, earlier, when = self.tokens[token]
+            if self.sim.now - when < TOKEN_WINDOW_SECONDS:
+                if earlier != params:
+                    raise ModelError(
+                        "ConflictException", "clientToken in use", resourceIds=[task.arn]
+                    )
+                self.calls["RunTask:idempotent"] += 1
+                return self._answer(task, fault)
+        if not self.bucket.take():
+            self.calls["RunTask:throttled"] += 1
+            raise ModelError("ThrottlingException", "Rate exceeded")
+        if len(self.in_flight) >= self.account_limit:
+            self.calls["RunTask:limit"] += 1
+            return {"tasks": [], "failures": [{"reason": VCPU_LIMIT_REASON}]}
+        task = self._start(identity, token)
+        if token is not None:
+            self.tokens[token] = (task, params, self.sim.now)
+        return self._answer(task, fault)
+
+    def _answer(self, task: SimTask, fault: Fault | None) -> dict[str, Any]:
+        if fault is not None and fault.kind == "lost-answer":
+            raise LostAnswer
+        return {"tasks": [{"taskArn": task.arn, "lastStatus": "PROVISIONING"}], "failures": []}
+
+    def _start(self, identity: Identity, token: str | None) -> SimTask:
+        number = next(self._numbers)
+        arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/jobs/{number:032x}"
+        duration = self.duration(identity)
+        task = SimTask(arn, identity, token, self.sim.now, self.sim.now + duration)
+        self.tasks.append(task)
+        self.by_arn[arn] = task
+        self.in_flight[arn] = task
+        self.peak_in_flight = max(self.peak_in_flight, len(self.in_flight))
+        self.sim.call_at(task.stops_at, lambda: self._stop(task))
+        return task
+
+    def _stop(self, task: SimTask) -> None:
+        task.stopped = True
+        del self.in_flight[task.arn]
+        self.last_stop = max(self.last_stop, self.sim.now)
+
+    def list_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls["ListTasks"] += 1
+        visible_before = self.sim.now - self.listing_lag
+        arns = [arn for arn, task in self.in_flight.items() if task.started_at <= visible_before]
+        start = int(request.get("nextToken") or 0)
+        page = int(request.get("maxResults", 100))
+        answer: dict[str, Any] = {"taskArns": arns[start : start + page]}
+        if start + page < len(arns):
+            answer["nextToken"] = str(start + page)
+        return answer
+
+    def describe_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Tasks by ARN; one ECS does not know yet (started within the lag) is MISSING."""
+        self.calls["DescribeTasks"] += 1
+        tasks, failures = [], []
+        for arn in request["tasks"]:
+            task = self.by_arn.get(arn)
+            if task is None or task.started_at > self.sim.now - self.listing_lag:
+                failures.append({"arn": arn, "reason": "MISSING"})
+            else:
+                status = "STOPPED" if task.stopped else "RUNNING"
+                tasks.append({"taskArn": arn, "lastStatus": status})
+        return {"tasks": tasks, "failures": failures}
+
+    def tasks_by_upload(self) -> dict[Identity, list[SimTask]]:
+        found: dict[Identity, list[SimTask]] = defaultdict(list)
+        for task in self.tasks:
+            found[task.identity].append(task)
+        return found
+
+
+# --- SQS -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    message_id: str
+    body: str
+    sent_at: float
+    attributes: dict[str, Any]
+    visible_at: float
+    receive_count: int = 0
+    receipt: str = ""
+    first_received_at: float | None = None
+    version: int = 0
+
+
+@dataclass
+class Queue:
+    name: str
+    visibility_timeout: float = 30.0
+    retention: float = 14 * 24 * 3600.0
+    dead_letter: Queue | None = None
+    max_receives: int = 0
+    messages: dict[str, Message] = field(default_factory=dict)
+    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    expired: list[Message] = field(default_factory=list)
+    moved: int = 0  # to the dead-letter queue by the redrive policy
+    sent: int = 0  # messages ever sent to it
+    waiters: list[Process] = field(default_factory=list)  # long polls with nothing yet
+    notify_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{self.name}"
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.name}"
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+class SqsModel:
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.queues: dict[str, Queue] = {}
+        self.calls: Counter[str] = Counter()
+        self._numbers = itertools.count(1)
+        self._seq = itertools.count()
+
+    def create(self, queue: Queue) -> Queue:
+        self.queues[queue.url] = queue
+        return queue
+
+    def send(
+        self,
+        queue: Queue,
+        body: str,
+        *,
+        delay: float = 0.0,
+        attributes: Mapping[str, Any] | None = None,
+        sent_at: float | None = None,
+    ) -> Message:
+        number = next(self._numbers)
+        message = Message(
+            f"m-{number:08d}",
+            body,
+            self.sim.now if sent_at is None else sent_at,
+            dict(attributes or {}),
+            self.sim.now + delay,
+        )
+        queue.messages[message.message_id] = message
+        queue.sent += 1
+        self._push(queue, message)
+        return message
+
+    def _push(self, queue: Queue, message: Message) -> None:
+        message.version += 1
+        entry = (message.visible_at, next(self._seq), message.message_id, message.version)
+        heapq.heappush(queue.heap, entry)
+        if queue.waiters:
+            self._schedule_notify(queue)
+
+    def wait(self, queue: Queue, timeout: float) -> None:
+        """A long poll that found nothing: park until a message is visible, or `timeout`."""
+        process = self.sim.current
+        queue.waiters.append(process)
+        self._schedule_notify(queue)
+        try:
+            self.sim.sleep(timeout)
+        finally:
+            if process in queue.waiters:
+                queue.waiters.remove(process)
+
+    def _schedule_notify(self, queue: Queue) -> None:
+        upcoming = self.next_visible(queue)
+        if upcoming is None:
+            return
+        when = max(upcoming, self.sim.now)
+        if queue.notify_at is not None and queue.notify_at <= when:
+            return
+        queue.notify_at = when
+        self.sim.call_at(when, lambda: self._notify(queue, when))
+
+    def _notify(self, queue: Queue, when: float) -> None:
+        """Wake one waiting poller when a message turns visible (not all of them at once)."""
+        if queue.notify_at != when:
+            return  # superseded by an earlier notice
+        queue.notify_at = None
+        upcoming = self.next_visible(queue)
+        if not queue.waiters or upcoming is None:
+            return
+        if upcoming > self.sim.now:
+            self._schedule_notify(queue)
+            return
+        self.sim.wake(queue.waiters.pop(0))
+        # The next waiter hears of what is left once this one has received.
+        again = self.sim.now + 0.05
+        queue.notify_at = again
+        self.sim.call_at(again, lambda: self._notify(queue, again))
+
+    def next_visible(self, queue: Queue) -> float | None:
+        while queue.heap:
+            _, _, message_id, version = queue.heap[0]
+            message = queue.messages.get(message_id)
+            if message is None or message.version != version:
+                heapq.heappop(queue.heap)
+                continue
+            return message.visible_at
+        return None
+
+    def receive(self, queue: Queue, limit: int) -> list[Message]:
+        """Up to `limit` visible messages, each made invisible for the visibility timeout."""
+        self.calls["ReceiveMessage"] += 1
+        got: list[Message] = []
+        now = self.sim.now
+        while queue.heap and len(got) < limit:
+            when, _, message_id, version = queue.heap[0]
+            if when > now:
+                break
+            heapq.heappop(queue.heap)
+            message = queue.messages.get(message_id)
+            if message is None or message.version != version:
+                continue
+            if now >= message.sent_at + queue.retention:
+                del queue.messages[message_id]
+                queue.expired.append(message)
+                continue
+            if queue.dead_letter is not None and message.receive_count >= queue.max_receives:
+                del queue.messages[message_id]
+                queue.moved += 1
+                self.send(
+                    queue.dead_letter,
+                    message.body,
+                    attributes=message.attributes,
+                    sent_at=message.sent_at,  # SQS keeps the original enqueue time
+                )
+                continue
+            message.receive_count += 1
+            message.first_received_at = message.first_received_at or now
+            message.receipt = f"{message_id}/{message.receive_count}"
+            message.visible_at = now + queue.visibility_timeout
+            message.version += 1  # its old heap entry is void; the new one is pushed below
+            got.append(message)
+        for message in got:  # after the loop: one receive never returns a message twice
+            self._push(queue, message)
+        return got
+
+    def delete(self, queue: Queue, receipt: str) -> bool:
+        message_id = receipt.split("/", 1)[0]
+        message = queue.messages.get(message_id)
+        if message is None or message.receipt != receipt:
+            return False
+        del queue.messages[message_id]
+        return True
+
+    def change_visibility(self, queue: Queue, receipt: str, seconds: float) -> None:
+        message_id = receipt.split("/", 1)[0]
+        message = queue.messages.get(message_id)
+        if message is None or message.receipt != receipt or message.visible_at <= self.sim.now:
+            raise ModelError("ReceiptHandleIsInvalid", "the receipt handle is not in flight")
+        if not 0 <= seconds <= 43_200:
+            raise ModelError("InvalidParameterValue", f"VisibilityTimeout {seconds}")
+        message.visible_at = self.sim.now + seconds
+        self._push(queue, message)
+
+    def expire_all(self, at: float) -> None:
+        """Count the messages that would have expired by `at` (the end of the run)."""
+        for queue in self.queues.values():
+            for message in list(queue.messages.values()):
+                if at >= message.sent_at + queue.retention:
+                    del queue.messages[message.message_id]
+                    queue.expired.append(message)
+
+
+# --- DynamoDB ----------------------------------------------------------------------------------
+
+_CLAUSE = re.compile(
+    r"^(?:attribute_not_exists\((?P<absent>\w+)\)|attribute_exists\((?P<present>\w+)\)|"
+    r"(?P<name>\w+)\s*(?P<op><=|>=|=|<|>)\s*(?P<value>:\w+))$"
+)
+
+
+def _scalar(value: Mapping[str, str]) -> float | str:
+    if "N" in value:
+        return float(value["N"])
+    return value["S"]
+
+
+def condition_holds(
+    expression: str, item: Mapping[str, Any] | None, values: Mapping[str, Any]
+) -> bool:
+    """The subset of ConditionExpression the runner writes: clauses joined by OR / AND."""
+    item = item or {}
+    for alternative in expression.split(" OR "):
+        if all(_clause(part.strip(), item, values) for part in alternative.split(" AND ")):
+            return True
+    return False
+
+
+def _clause(text: str, item: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
+    match = _CLAUSE.match(text)
+    if match is None:
+        raise ValueError(f"the model does not understand the condition {text!r}")
+    if match["absent"]:
+        return match["absent"] not in item
+    if match["present"]:
+        return match["present"] in item
+    if match["name"] not in item:
+        return False
+    left, right = _scalar(item[match["name"]]), _scalar(values[match["value"]])
+    op = match["op"]
+    return bool(
+        {
+            "=": left == right,
+            "<": left < right,  # type: ignore[operator]
+            "<=": left <= right,  # type: ignore[operator]
+            ">": left > right,  # type: ignore[operator]
+            ">=": left >= right,  # type: ignore[operator]
+        }[op]
+    )
+
+
+def apply_update(expression: str, item: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """SET a = :x, b = :y (the only form the runner writes)."""
+    if not expression.startswith("SET "):
+        raise ValueError(f"the model does not understand the update {expression!r}")
+    for assignment in expression[4:].split(","):
+        name, _, value = (part.strip() for part in assignment.partition("="))
+        item[name] = values[value]
+
+
+class DynamoModel:
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.tables: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.calls: Counter[str] = Counter()
+
+    def get(self, table: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.tables[table].get(key["pk"]["S"])
+
+    def put(self, table: str, item: Mapping[str, Any]) -> None:
+        self.tables[table][item["pk"]["S"]] = dict(item)
+
+    def update(
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        update: str,
+        condition: str | None,
+        values: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        current = self.tables[table].get(key["pk"]["S"])
+        if condition is not None and not condition_holds(condition, current, values):
+            raise ModelError("ConditionalCheckFailedException", "The conditional request failed")
+        item = dict(current or key)
+        apply_update(update, item, values)
+        self.tables[table][key["pk"]["S"]] = item
+        return item
+
+
+# --- clients: what boto3 would hand the runner -------------------------------------------------
+
+
+class BotocoreRetries:
+    """Standard mode: retry throttling, 5xx and timeouts with jittered backoff, then raise."""
+
+    def __init__(
+        self, sim: Simulation, rng: random.Random, *, max_attempts: int, read_timeout: float
+    ) -> None:
+        self.sim = sim
+        self.rng = rng
+        self.max_attempts = max_attempts
+        self.read_timeout = read_timeout
+        self.backoff_seconds = 0.0
+
+    def call(self, operation: str, latency: float, handle: Callable[[], Any]) -> Any:
+        for attempt in range(1, self.max_attempts + 1):
+            self.sim.sleep(latency)
+            try:
+                answer = handle()
+            except ModelError as error:
+                if not error.retryable or attempt == self.max_attempts:
+                    raise error.client_error(operation, attempt) from None
+            except LostAnswer:
+                self.sim.sleep(self.read_timeout)
+                if attempt == self.max_attempts:
+                    raise ReadTimeoutError(
+                        endpoint_url=f"https://ecs.{REGION}.amazonaws.com/"
+                    ) from None
+            else:
+                if isinstance(answer, dict):
+                    answer.setdefault("ResponseMetadata", {"RetryAttempts": attempt - 1})
+                return answer
+            pause = self.rng.random() * min(20.0, 2.0 ** (attempt - 1))
+            self.backoff_seconds += pause
+            self.sim.sleep(pause)
+        raise AssertionError("unreachable")
+
+
+class SimEcsClient:
+    def __init__(self, model: EcsModel, retries: BotocoreRetries, latency: Latency) -> None:
+        self.model = model
+        self.retries = retries
+        self.latency = latency
+
+    def run_task(self, **request: Any) -> Any:
+        return self.retries.call(
+            "RunTask", self.latency.run_task, lambda: self.model.run_task(request)
+        )
+
+    def list_tasks(self, **request: Any) -> Any:
+        return self.retries.call(
+            "ListTasks", self.latency.list_tasks, lambda: self.model.list_tasks(request)
+        )
+
+    def describe_tasks(self, **request: Any) -> Any:
+        return self.retries.call(
+            "DescribeTasks", self.latency.list_tasks, lambda: self.model.describe_tasks(request)
+        )
+
+
+class SimSqsClient:
+    def __init__(self, model: SqsModel, retries: BotocoreRetries, latency: Latency) -> None:
+        self.model = model
+        self.retries = retries
+        self.latency = latency
+
+    def _queue(self, url: str) -> Queue:
+        queue = self.model.queues.get(url)
+        if queue is None:
+            raise ModelError("AWS.SimpleQueueService.NonExistentQueue", f"no queue {url}")
+        return queue
+
+    def send_message(self, **request: Any) -> Any:
+        def send() -> dict[str, Any]:
+            self.model.calls["SendMessage"] += 1
+            delay = request.get("DelaySeconds", 0)
+            if not 0 <= delay <= 900:
+                raise ModelError("InvalidParameterValue", f"DelaySeconds {delay}")
+            message = self.model.send(
+                self._queue(request["QueueUrl"]),
+                request["MessageBody"],
+                delay=delay,
+                attributes=request.get("MessageAttributes"),
+            )
+            return {"MessageId": message.message_id}
+
+        return self.retries.call("SendMessage", self.latency.sqs, send)
+
+    def change_message_visibility_batch(self, **request: Any) -> Any:
+        def change() -> dict[str, Any]:
+            self.model.calls["ChangeMessageVisibilityBatch"] += 1
+            if not 1 <= len(request["Entries"]) <= 10:
+                raise ModelError(
+                    "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", "1 to 10 entries"
+                )
+            queue = self._queue(request["QueueUrl"])
+            successful, failed = [], []
+            for entry in request["Entries"]:
+                try:
+                    self.model.change_visibility(
+                        queue, entry["ReceiptHandle"], entry["VisibilityTimeout"]
+                    )
+                except ModelError as error:
+                    failed.append({"Id": entry["Id"], "Code": error.code, "SenderFault": True})
+                else:
+                    successful.append({"Id": entry["Id"]})
+            return {"Successful": successful, "Failed": failed}
+
+        return self.retries.call("ChangeMessageVisibilityBatch", self.latency.sqs, change)
+
+
+class SimDynamoClient:
+    def __init__(self, model: DynamoModel, retries: BotocoreRetries, latency: Latency) -> None:
+        self.model = model
+        self.retries = retries
+        self.latency = latency
+
+    def get_item(self, **request: Any) -> Any:
+        def get() -> dict[str, Any]:
+            self.model.calls["GetItem"] += 1
+            item = self.model.get(request["TableName"], request["Key"])
+            return {} if item is None else {"Item": dict(item)}
+
+        return self.retries.call("GetItem", self.latency.dynamodb, get)
+
+    def put_item(self, **request: Any) -> Any:
+        def put() -> dict[str, Any]:
+            self.model.calls["PutItem"] += 1
+            self.model.put(request["TableName"], request["Item"])
+            return {}
+
+        return self.retries.call("PutItem", self.latency.dynamodb, put)
+
+    def update_item(self, **request: Any) -> Any:
+        def update() -> dict[str, Any]:
+            self.model.calls["UpdateItem"] += 1
+            item = self.model.update(
+                request["TableName"],
+                request["Key"],
+                request["UpdateExpression"],
+                request.get("ConditionExpression"),
+                request.get("ExpressionAttributeValues", {}),
+            )
+            return {"Attributes": dict(item)} if request.get("ReturnValues") == "ALL_NEW" else {}
+
+        return self.retries.call("UpdateItem", self.latency.dynamodb, update)
+
+    def batch_get_item(self, **request: Any) -> Any:
+        def get() -> dict[str, Any]:
+            self.model.calls["BatchGetItem"] += 1
+            responses: dict[str, list[dict[str, Any]]] = {}
+            for table, spec in request["RequestItems"].items():
+                found = [self.model.get(table, key) for key in spec["Keys"]]
+                responses[table] = [dict(item) for item in found if item is not None]
+            return {"Responses": responses, "UnprocessedKeys": {}}
+
+        return self.retries.call("BatchGetItem", self.latency.dynamodb, get)
+
+
+# --- Lambda ------------------------------------------------------------------------------------
+
+Function = Callable[[Any, Callable[[], int]], Any]  # (event, remaining_ms) -> response
+
+
+@dataclass
+class LambdaStats:
+    invocations: Counter[str] = field(default_factory=Counter)  # "direct" / "backlog"
+    errors: Counter[str] = field(default_factory=Counter)
+    timeouts: int = 0
+    async_retries: int = 0
+    concurrent: int = 0
+    peak_concurrent: int = 0
+
+
+class LambdaModel:
+    """One function, invoked by S3 (asynchronously) and by an SQS event source mapping."""
+
+    ASYNC_RETRY_DELAYS = (60.0, 120.0)
+
+    def __init__(
+        self,
+        sim: Simulation,
+        sqs: SqsModel,
+        function: Function,
+        *,
+        timeout: float,
+        latency: Latency,
+        dead_letter: Queue,
+    ) -> None:
+        self.sim = sim
+        self.sqs = sqs
+        self.function = function
+        self.timeout = timeout
+        self.latency = latency
+        self.dead_letter = dead_letter
+        self.stats = LambdaStats()
+
+    def _invoke(self, kind: str, event: Any) -> tuple[bool, Any]:
+        """Run the function in its own process, stopped at the timeout: (succeeded, answer)."""
+        caller = self.sim.current
+        self.stats.invocations[kind] += 1
+        self.stats.concurrent += 1
+        self.stats.peak_concurrent = max(self.stats.peak_concurrent, self.stats.concurrent)
+        started = self.sim.now
+        outcome: dict[str, Any] = {}
+
+        def remaining_ms() -> int:
+            return int((self.timeout - (self.sim.now - started)) * 1000)
+
+        def run() -> None:
+            self.sim.sleep(self.latency.invoke)
+            try:
+                outcome["answer"] = self.function(event, remaining_ms)
+            except Exception as error:  # Lambda reports whatever the handler raises
+                outcome["error"] = error
+            finally:
+                self.sim.wake(caller)
+
+        worker = self.sim.spawn(run, name=f"lambda-{kind}")
+
+        def stop() -> None:
+            if not worker.finished:
+                outcome["error"] = TimeoutError(f"Task timed out after {self.timeout:.2f} seconds")
+                self.stats.timeouts += 1
+                self.sim.kill(worker)
+                self.sim.wake(caller)
+
+        self.sim.call_at(started + self.timeout, stop)
+        self.sim.suspend()
+        self.stats.concurrent -= 1
+        if "error" in outcome:
+            self.stats.errors[kind] += 1
+            return False, outcome["error"]
+        return True, outcome.get("answer")
+
+    # --- S3 -> Lambda, asynchronously ---------------------------------------------------------
+
+    def deliver(self, event: Any, at: float) -> None:
+        self.sim.spawn(self._async_invocation, event, at=at, name="s3-delivery")
+
+    def _async_invocation(self, event: Any) -> None:
+        error: Any = None
+        for attempt in range(1 + len(self.ASYNC_RETRY_DELAYS)):
+            if attempt:
+                self.stats.async_retries += 1
+                self.sim.sleep(self.ASYNC_RETRY_DELAYS[attempt - 1])
+            succeeded, error = self._invoke("direct", event)
+            if succeeded:
+                return
+        record = {
+            "version": "1.0",
+            "requestContext": {
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": 1 + len(self.ASYNC_RETRY_DELAYS),
+            },
+            "requestPayload": event,
+            "responsePayload": {
+                "errorMessage": str(error),
+                "errorType": type(error).__name__,
+            },
+        }
+        self.sqs.send(self.dead_letter, json.dumps(record, ensure_ascii=False))
+
+    # --- SQS -> Lambda, through an event source mapping ---------------------------------------
+
+    def map_queue(
+        self,
+        queue: Queue,
+        *,
+        maximum_concurrency: int,
+        batch_size: int = 10,
+        batching_window: float = 0.0,
+    ) -> None:
+        for number in range(maximum_concurrency):
+            self.sim.spawn(
+                self._poller, queue, batch_size, batching_window, name=f"poller-{number}"
+            )
+
+    def _poller(self, queue: Queue, batch_size: int, batching_window: float) -> None:
+        while True:
+            messages = self._gather(queue, batch_size, batching_window)
+            receipts = {message.message_id: message.receipt for message in messages}
+            succeeded, answer = self._invoke("backlog", self._sqs_event(queue, messages))
+            if not succeeded:
+                continue  # the whole batch comes back after the visibility timeout
+            failures = {
+                item.get("itemIdentifier")
+                for item in (answer or {}).get("batchItemFailures") or []
+                if isinstance(item, dict)
+            }
+            if not failures <= set(receipts):
+                continue  # an invalid answer fails the whole batch
+            done = [
+                receipt for message_id, receipt in receipts.items() if message_id not in failures
+            ]
+            for start in range(0, len(done), 10):  # DeleteMessageBatch takes 10 at a time
+                self.sqs.calls["DeleteMessageBatch"] += 1
+                for receipt in done[start : start + 10]:
+                    self.sqs.delete(queue, receipt)
+
+    def _gather(self, queue: Queue, batch_size: int, batching_window: float) -> list[Message]:
+        """A long poll (up to 20 s, answered as soon as a message is visible), then the rest of
+        the batching window, which starts with the first message, or until the batch is full."""
+        messages: list[Message] = []
+        window_ends: float | None = None
+        while True:
+            self.sim.sleep(self.latency.sqs)
+            messages += self.sqs.receive(queue, batch_size - len(messages))
+            if messages and window_ends is None:
+                window_ends = self.sim.now + batching_window
+            if len(messages) >= batch_size or (
+                window_ends is not None and self.sim.now >= window_ends
+            ):
+                return messages
+            if window_ends is None:
+                self.sqs.wait(queue, 20.0)
+            else:
+                self.sim.sleep(window_ends - self.sim.now)
+
+    def _sqs_event(self, queue: Queue, messages: list[Message]) -> dict[str, Any]:
+        return {
+            "Records": [
+                {
+                    "messageId": message.message_id,
+                    "receiptHandle": message.receipt,
+                    "body": message.body,
+                    "attributes": {
+                        "ApproximateReceiveCount": str(message.receive_count),
+                        "SentTimestamp": str(int((EPOCH + message.sent_at) * 1000)),
+                        "ApproximateFirstReceiveTimestamp": str(
+                            int((EPOCH + (message.first_received_at or 0)) * 1000)
+                        ),
+                    },
+                    "messageAttributes": message.attributes,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": queue.arn,
+                    "awsRegion": REGION,
+                }
+                for message in messages
+            ]
+        }
+
+
+__all__ = [
+    "EPOCH",
+    "BotocoreRetries",
+    "DynamoModel",
+    "EcsModel",
+    "Fault",
+    "Identity",
+    "LambdaModel",
+    "Latency",
+    "Process",
+    "Queue",
+    "SimDynamoClient",
+    "SimEcsClient",
+    "SimSqsClient",
+    "SqsModel",
+    "TokenBucket",
+]

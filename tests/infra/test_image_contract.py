@@ -1,0 +1,94 @@
+"""The image and the task definition agree on what Fargate relies on: volumes, user, command.
+
+Fargate gives a bind volume the image's directory (owner and mode included) only when the image
+declares that path as a VOLUME; otherwise the volume is root's, mode 0755, and a non-root job
+cannot write to it (ECS developer guide, "Use bind mounts").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobctl.evaluate import Evaluation
+from tests.dockerfile import DOCKERFILE, Image, exec_form, parse
+from tests.infra.conftest import as_json
+
+
+def job_container(stack: Evaluation) -> dict[str, Any]:
+    (container,) = as_json(
+        stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
+    found: dict[str, Any] = container
+    return found
+
+
+def contract_problems(image: Image, container: dict[str, Any]) -> list[str]:
+    """Each way the image breaks what the container definition assumes of it."""
+    problems = [
+        f"mount point {mount['containerPath']} is not a VOLUME in the image, so Fargate "
+        "creates it owned by root with mode 0755"
+        for mount in container.get("mountPoints", [])
+        if mount["containerPath"] not in image.volumes
+    ]
+    if image.user != container.get("user"):
+        problems.append(
+            f"the image's final USER is {image.user!r} but the task runs as "
+            f"{container.get('user')!r}: the volume's owner would not be the job's user"
+        )
+    if image.command is None or exec_form(image.command) is None:
+        problems.append(
+            f"CMD {image.command!r} is not exec form: a shell would be PID 1's child and "
+            "SIGTERM would not reach the job"
+        )
+    return problems
+
+
+def test_the_image_keeps_every_promise_the_task_definition_relies_on(stack: Evaluation) -> None:
+    assert contract_problems(Image.read(), job_container(stack)) == []
+
+
+def test_every_mount_point_is_a_volume_the_image_declares(stack: Evaluation) -> None:
+    container = job_container(stack)
+    assert container["mountPoints"], "the job needs its scratch volume"
+    assert {m["containerPath"] for m in container["mountPoints"]} <= Image.read().volumes
+
+
+def test_the_image_runs_as_the_user_the_task_definition_names(stack: Evaluation) -> None:
+    assert Image.read().user == job_container(stack)["user"] == "1000:1000"
+
+
+def test_the_image_command_is_exec_form() -> None:
+    assert exec_form(Image.read().command or "") == ["python", "-m", "task"]
+
+
+def without_volume(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("VOLUME"))
+
+
+def test_an_image_without_the_volume_is_reported_as_fargate_would_break_it(dev: Evaluation) -> None:
+    image = Image(tuple(parse(without_volume(DOCKERFILE.read_text()))))
+    (problem,) = contract_problems(image, job_container(dev))
+    assert "/scratch is not a VOLUME" in problem
+
+
+def test_a_different_user_or_a_shell_form_command_is_reported(dev: Evaluation) -> None:
+    text = DOCKERFILE.read_text().replace("USER 1000:1000", "USER 1001")
+    text = text.replace('CMD ["python", "-m", "task"]', "CMD python -m task")
+    problems = contract_problems(Image(tuple(parse(text))), job_container(dev))
+    assert len(problems) == 2
+    assert "final USER is '1001'" in problems[0]
+    assert "not exec form" in problems[1]
+
+
+def test_the_reader_joins_continued_lines_and_reads_both_volume_forms() -> None:
+    image = Image(
+        tuple(
+            parse(
+                "FROM x\nENV A=1 \\\n    # a comment inside\n    B='two words'\n"
+                'VOLUME ["/a", "/b"]\nVOLUME /c /d\nUSER 1\nUSER 2\n'
+            )
+        )
+    )
+    assert image.environment == {"A": "1", "B": "two words"}
+    assert image.volumes == {"/a", "/b", "/c", "/d"}
+    assert image.user == "2"
