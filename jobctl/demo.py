@@ -497,9 +497,14 @@ def _describe_log_line(line: str) -> str:
         return line.strip()
     event = record.get("event")
     if event == "start":
+        sized_for = (
+            f" (sized for {record['vcpus']:g} vCPU, from {record.get('vcpusFrom')})"
+            if isinstance(record.get("vcpus"), int | float)
+            else ""
+        )
         return (
             f"start     {human_size(record.get('size', 0))}, up to {record.get('concurrency')} "
-            f"ranges of {human_size(record.get('partSize', 0))} in parallel"
+            f"ranges of {human_size(record.get('partSize', 0))} in parallel{sized_for}"
         )
     if event == "progress":
         return f"progress  {record.get('percent')} % at {record.get('mbPerSecond')} MB/s"

@@ -5,16 +5,35 @@ Memory stays bounded by part_size x (concurrency + 1) whatever the object's size
 is pinned to one version (VersionId, or If-Match on the ETag when the bucket is unversioned),
 and each response's ETag is checked again, so an overwrite mid-read fails loudly instead of
 mixing two versions.
+
+Two ways to read the ranges, with the same guarantees:
+
+- Direct (the default). The task is billed per vCPU-second and is CPU-bound at every size,
+  so the download must cost little CPU per byte. One thread multiplexes the ranges' HTTP
+  connections with a selector and receives each body straight into a reused part buffer
+  (`task.http_ranges`): one copy by the kernel, one into each 1 MiB chunk, and no thread
+  hand-offs. The request is a presigned GetObject URL made by the boto3 client, so the
+  endpoint, addressing, credentials and signature are boto3's. Any surprise on a range (an
+  error status, a refused or reset connection, a stall) reads that range again through
+  boto3 (`_fetch`), so botocore's retries, errors and messages apply exactly as before.
+- Through boto3's `get_object` in a thread pool, when a proxy or a client certificate is
+  configured (the direct reads use neither) or the client cannot presign.
 """
 
 from __future__ import annotations
 
+import os
+import selectors
+import socket
+import ssl
 import threading
+import time
+import urllib.request
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -26,7 +45,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from botocore.httpsession import get_cert_path
 
+from task.http_ranges import Endpoint, RangeFailed, RangeRead, ResponseHead, is_reusable
+from task.http_ranges import format_request as format_range_request
+from task.logs import log
 from task.objects import ObjectInfo
 
 if TYPE_CHECKING:
@@ -34,6 +57,13 @@ if TYPE_CHECKING:
 
 READ_SIZE = 1024 * 1024  # the chunk size handed to the processor
 PART_ATTEMPTS = 3  # botocore retries requests; these also cover a body cut off mid-read
+CONNECT_TIMEOUT_SECONDS = 10
+# A stalled range should fail (and be retried) well inside Fargate's 30 s stop timeout.
+READ_TIMEOUT_SECONDS = 20
+# Presigned URLs for the direct reads: valid 15 minutes, renewed after 5, so credentials
+# that rotate meanwhile (the task role's) are picked up long before a URL expires.
+PRESIGN_EXPIRES_SECONDS = 900
+PRESIGN_RENEW_SECONDS = 300
 # Errors that botocore does not retry once the body is streaming: worth another attempt.
 _TRANSIENT = (
     ConnectionClosedError,
@@ -114,18 +144,320 @@ def describe_object(
     )
 
 
+class ChunkStream(Protocol):
+    """The object's bytes in order, as chunks; close() stops the reads still running."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def __next__(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 def iter_chunks(
     client: S3Client,
     obj: ObjectInfo,
     part_size: int,
     concurrency: int,
     read_size: int = READ_SIZE,
-) -> Generator[bytes, None, None]:
-    """Yield the object's bytes in order while up to `concurrency` ranges download ahead.
+) -> ChunkStream:
+    """The object's bytes in order, while up to `concurrency` ranges download ahead.
 
-    Closing the iterator (or an error) cancels the remaining ranges; raises DownloadError's
-    subclasses for everything S3 can do wrong.
+    The direct reads request their first ranges at once, so the bytes arrive while the
+    processor is still being set up (importing numpy, say). Closing the stream (or an error)
+    cancels the remaining ranges; raises DownloadError's subclasses for everything S3 can do
+    wrong.
     """
+    presigned = PresignedGet.for_client(client, obj) if obj.size else None
+    if presigned is None:
+        return _threaded_chunks(client, obj, part_size, concurrency, read_size)
+    reads = _DirectReads(
+        client,
+        obj,
+        presigned,
+        part_size=part_size,
+        concurrency=concurrency,
+        read_size=read_size,
+    )
+    reads.start()
+    return reads
+
+
+class PresignedGet:
+    """The object's GetObject as a presigned URL for direct reads, renewed before it expires."""
+
+    def __init__(self, client: S3Client, obj: ObjectInfo, tls: ssl.SSLContext | None) -> None:
+        self._client = client
+        self._params: dict[str, str] = {"Bucket": obj.bucket, "Key": obj.key}
+        if obj.version_id:
+            self._params["VersionId"] = obj.version_id
+        self._tls = tls
+        self._made_at = -float("inf")
+        self._target = ""
+        self.endpoint = self._renew()
+
+    @classmethod
+    def for_client(cls, client: S3Client, obj: ObjectInfo) -> PresignedGet | None:
+        """Direct reads for this client's settings, or None where only boto3 can read."""
+        meta = getattr(client, "meta", None)
+        config = getattr(meta, "config", None)
+        if getattr(config, "proxies", None) or getattr(config, "client_cert", None):
+            return None
+        endpoint_url = str(getattr(meta, "endpoint_url", ""))
+        if not hasattr(client, "generate_presigned_url"):
+            return None
+        scheme = endpoint_url.partition("://")[0]
+        try:
+            presigned = cls(client, obj, _tls_context(client) if scheme == "https" else None)
+        except (RangeFailed, BotoCoreError, ssl.SSLError, OSError):
+            return None  # boto3 will read it, and report whatever is wrong in its words
+        proxy = urllib.request.getproxies_environment().get(scheme)
+        if proxy and not urllib.request.proxy_bypass(presigned.endpoint.host):
+            return None  # botocore honours HTTP(S)_PROXY; the direct reads do not
+        return presigned
+
+    def target(self) -> str:
+        """The request target (path and signed query) to send to `endpoint`."""
+        if time.monotonic() - self._made_at > PRESIGN_RENEW_SECONDS:
+            try:
+                endpoint = self._renew()
+            except BotoCoreError as error:  # credentials that failed to refresh, say
+                raise RangeFailed(f"presigning failed: {error}") from error
+            if endpoint != self.endpoint:
+                raise RangeFailed(f"the endpoint moved to {endpoint.host_header}")
+        return self._target
+
+    def _renew(self) -> Endpoint:
+        url = self._client.generate_presigned_url(
+            "get_object", Params=self._params, ExpiresIn=PRESIGN_EXPIRES_SECONDS
+        )
+        endpoint, self._target = Endpoint.from_url(url, self._tls)
+        self._made_at = time.monotonic()
+        return endpoint
+
+
+def _tls_context(client: S3Client) -> ssl.SSLContext:
+    """TLS that verifies as the client's own connections do (AWS_CA_BUNDLE, verify=...)."""
+    # botocore keeps what it resolved (argument, AWS_CA_BUNDLE, config file, certifi) on the
+    # client's HTTP session; the same value makes the same trust decision here.
+    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    verify = getattr(http_session, "_verify", True)
+    context = ssl.create_default_context()
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    location = get_cert_path(verify)
+    if not location:
+        return context  # the system's trust store
+    if os.path.isdir(location):
+        context.load_verify_locations(capath=location)
+    else:
+        context.load_verify_locations(cafile=location)
+    return context
+
+
+@dataclass
+class _InFlight:
+    part: Part
+    buffer: bytearray
+    read: RangeRead
+    reused: bool  # on a kept-alive connection, which the server may have closed meanwhile
+    stalled_for: float = 0.0  # seconds spent waiting on the selector with no byte from it
+
+
+class _DirectReads:
+    """Ranges read by one thread over non-blocking connections; see the module docstring."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        obj: ObjectInfo,
+        presigned: PresignedGet,
+        *,
+        part_size: int,
+        concurrency: int,
+        read_size: int,
+    ) -> None:
+        self._client = client
+        self._obj = obj
+        self._presigned = presigned
+        self._parts = deque(plan_parts(obj.size, part_size))
+        self._part_count = len(self._parts)
+        self._part_size = part_size
+        self._concurrency = concurrency
+        self._read_size = read_size
+        self._selector = selectors.DefaultSelector()
+        self._in_flight: dict[int, _InFlight] = {}
+        self._ready: dict[int, bytearray | list[bytes]] = {}  # part buffers, or boto3's chunks
+        self._free: list[bytearray] = []
+        self._idle: list[socket.socket] = []  # kept-alive connections
+        self._pin = {} if obj.version_id else {"If-Match": obj.etag}  # VersionId is signed in
+        self._never_cancelled = threading.Event()
+        self._chunks = self._generate()
+
+    def start(self) -> None:
+        """Send the first `concurrency` requests."""
+        self._start_reads()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._release()
+
+    def _release(self) -> None:
+        for flight in self._in_flight.values():
+            flight.read.close()
+        for sock in self._idle:
+            sock.close()
+        self._in_flight.clear()
+        self._idle.clear()
+        self._selector.close()
+
+    def _generate(self) -> Generator[bytes, None, None]:
+        try:
+            for index in range(self._part_count):
+                self._start_reads()
+                while index not in self._ready:
+                    self._pump(block=True)
+                ready = self._ready.pop(index)
+                if isinstance(ready, list):
+                    while ready:
+                        yield ready.pop(0)
+                    continue
+                length = min(self._part_size, self._obj.size - index * self._part_size)
+                with memoryview(ready) as body:
+                    for offset in range(0, length, self._read_size):
+                        chunk = body[offset : min(offset + self._read_size, length)].tobytes()
+                        self._pump(block=False)  # keep connections draining meanwhile
+                        yield chunk
+                self._free.append(ready)
+        finally:
+            self._release()
+
+    def _start_reads(self) -> None:
+        while self._parts and len(self._in_flight) + len(self._ready) < self._concurrency:
+            part = self._parts.popleft()
+            buffer = self._free.pop() if self._free else bytearray(self._part_size)
+            self._start(part, buffer, fresh=False)
+
+    def _start(self, part: Part, buffer: bytearray, fresh: bool) -> None:
+        endpoint = self._presigned.endpoint
+        sock = self._reusable_connection() if not fresh else None
+        reused = sock is not None
+        try:
+            if sock is None:
+                sock = endpoint.connect(CONNECT_TIMEOUT_SECONDS)
+            request = format_range_request(
+                self._presigned.target(), endpoint.host_header, part.start, part.end, self._pin
+            )
+            read = RangeRead(
+                sock,
+                request,
+                memoryview(buffer)[: part.length],
+                lambda head: self._check_head(head, part),
+                CONNECT_TIMEOUT_SECONDS,
+            )
+        except RangeFailed as failure:
+            if sock is not None:
+                sock.close()
+            if reused:  # the server closed it while idle: not a failure of the range
+                self._start(part, buffer, fresh=True)
+            else:
+                self._fall_back(part, buffer, failure)
+            return
+        flight = _InFlight(part, buffer, read, reused)
+        self._in_flight[part.index] = flight
+        self._selector.register(sock, selectors.EVENT_READ, flight)
+
+    def _reusable_connection(self) -> socket.socket | None:
+        while self._idle:
+            candidate = self._idle.pop()
+            if is_reusable(candidate):
+                return candidate
+            candidate.close()
+        return None
+
+    def _check_head(self, head: ResponseHead, part: Part) -> None:
+        response = {
+            "ETag": head.headers.get("etag"),
+            "ContentRange": head.headers.get("content-range"),
+        }
+        _check_response(response, self._obj, part)
+
+    def _pump(self, block: bool) -> None:
+        """Take what has arrived on every connection; wait for some first if `block`."""
+        timeout: float | None = 0.0
+        if block:
+            longest = max((flight.stalled_for for flight in self._in_flight.values()), default=0)
+            timeout = max(0.0, READ_TIMEOUT_SECONDS - longest)
+        began = time.monotonic()
+        events = self._selector.select(timeout)
+        waited = time.monotonic() - began
+        heard: set[int] = set()
+        for key, _mask in events:
+            flight: _InFlight = key.data
+            heard.add(flight.part.index)
+            try:
+                complete = flight.read.on_readable()
+            except RangeFailed as failure:
+                self._retire(flight)
+                if flight.reused and not flight.read.answered:
+                    self._start(flight.part, flight.buffer, fresh=True)  # it had gone stale
+                else:
+                    self._fall_back(flight.part, flight.buffer, failure)
+                continue
+            flight.stalled_for = 0.0
+            if complete:
+                self._retire(flight)
+                head = flight.read.head
+                if head is not None and head.keep_alive:
+                    self._idle.append(flight.read.sock)
+                else:
+                    flight.read.close()
+                self._ready[flight.part.index] = flight.buffer
+        # Only time spent listening counts towards a stall: a slow processor is not one.
+        for flight in list(self._in_flight.values()):
+            if flight.part.index in heard:
+                continue
+            flight.stalled_for += waited
+            if flight.stalled_for >= READ_TIMEOUT_SECONDS:
+                self._retire(flight)
+                flight.read.close()
+                self._fall_back(
+                    flight.part,
+                    flight.buffer,
+                    RangeFailed(f"no bytes for {READ_TIMEOUT_SECONDS} s"),
+                )
+        self._start_reads()
+
+    def _retire(self, flight: _InFlight) -> None:
+        del self._in_flight[flight.part.index]
+        self._selector.unregister(flight.read.sock)
+
+    def _fall_back(self, part: Part, buffer: bytearray, failure: RangeFailed) -> None:
+        """Read the range through boto3: its retries, and its errors if it fails too."""
+        log(
+            "retry",
+            level="warning",
+            bytes=f"{part.start}-{part.end}",
+            reason=str(failure),
+            retry="through boto3",
+        )
+        self._free.append(buffer)
+        self._ready[part.index] = _fetch(
+            self._client, self._obj, part, self._read_size, self._never_cancelled
+        )
+
+
+def _threaded_chunks(
+    client: S3Client, obj: ObjectInfo, part_size: int, concurrency: int, read_size: int
+) -> Generator[bytes, None, None]:
     parts = deque(plan_parts(obj.size, part_size))
     cancel = threading.Event()
     window: deque[Future[list[bytes]]] = deque()

@@ -9,11 +9,18 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from task.objects import ObjectInfo
 
+if TYPE_CHECKING:
+    import numpy as np
+
+NEWLINE = ord("\n")
+# Counting newlines with numpy is ~4x `bytes.count` (9 against 2 GB/s here), but importing it
+# costs ~0.13 CPU-s: from this size on, the saving repays it.
+NUMPY_FROM_BYTES = 256 * 1024 * 1024
 SNIFF_BYTES = 4096  # enough for every signature below and a fair text/binary guess
 GENERIC_TYPES = {"", "binary/octet-stream", "application/octet-stream"}
 # Signatures that identify a format from its first bytes, whatever the key's extension says.
@@ -42,32 +49,66 @@ _CONTAINERS = {"application/zip"}
 _WEAK = {"application/vnd.apache.parquet"}
 
 
-def process(chunks: Iterator[bytes], obj: ObjectInfo) -> dict[str, Any]:
-    """Hash and count the object in one pass.
+class Digest:
+    """Size, SHA-256, line count and first bytes of a stream, fed one chunk at a time."""
 
-    `lines` counts newlines like `wc -l`, plus one for a last line without a newline.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    lines = 0
-    head = b""
-    last_byte = b""
+    def __init__(self, expected_size: int = 0) -> None:
+        self._sha256 = hashlib.sha256()
+        self._count_newlines: Callable[[bytes], int] = (
+            NewlineCounter() if expected_size >= NUMPY_FROM_BYTES else _count_newlines
+        )
+        self.size = 0
+        self.lines = 0
+        self.head = b""
+        self._last_byte = b""
+
+    def update(self, chunk: bytes) -> None:
+        self._sha256.update(chunk)
+        self.size += len(chunk)
+        self.lines += self._count_newlines(chunk)
+        if len(self.head) < SNIFF_BYTES:
+            self.head += chunk[: SNIFF_BYTES - len(self.head)]
+        if chunk:
+            self._last_byte = chunk[-1:]
+
+    def summary(self) -> dict[str, Any]:
+        """`lines` counts newlines like `wc -l`, plus one for a last line without a newline."""
+        unterminated = bool(self._last_byte) and self._last_byte != b"\n"
+        return {
+            "size": self.size,
+            "sha256": self._sha256.hexdigest(),
+            "lines": self.lines + unterminated,
+        }
+
+
+class NewlineCounter:
+    """Counts newlines in a chunk with numpy, comparing into one reused buffer."""
+
+    def __init__(self) -> None:
+        import numpy  # noqa: PLC0415 - imported only where it pays for itself, see above
+
+        self._numpy = numpy
+        self._matches: np.ndarray[Any, np.dtype[np.bool_]] = numpy.empty(0, dtype=numpy.bool_)
+
+    def __call__(self, chunk: bytes) -> int:
+        numpy = self._numpy
+        if len(chunk) > len(self._matches):
+            self._matches = numpy.empty(len(chunk), dtype=numpy.bool_)
+        matches = self._matches[: len(chunk)]
+        numpy.equal(numpy.frombuffer(chunk, dtype=numpy.uint8), NEWLINE, out=matches)
+        return int(numpy.count_nonzero(matches))
+
+
+def _count_newlines(chunk: bytes) -> int:
+    return chunk.count(b"\n")
+
+
+def process(chunks: Iterator[bytes], obj: ObjectInfo) -> dict[str, Any]:
+    """Hash and count the object in one pass (see `Digest`), and name its content type."""
+    digest = Digest(expected_size=obj.size)
     for chunk in chunks:
         digest.update(chunk)
-        size += len(chunk)
-        lines += chunk.count(b"\n")
-        if len(head) < SNIFF_BYTES:
-            head += chunk[: SNIFF_BYTES - len(head)]
-        if chunk:
-            last_byte = chunk[-1:]
-    if last_byte and last_byte != b"\n":
-        lines += 1  # a last line without a newline is still a line
-    return {
-        "size": size,
-        "sha256": digest.hexdigest(),
-        "lines": lines,
-        "contentType": detect_content_type(head, obj),
-    }
+    return {**digest.summary(), "contentType": detect_content_type(digest.head, obj)}
 
 
 def detect_content_type(head: bytes, obj: ObjectInfo) -> str:

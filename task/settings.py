@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import traceback
 from collections.abc import Mapping
@@ -10,10 +11,19 @@ from dataclasses import dataclass
 from typing import cast
 
 from task.objects import Processor
+from task.resources import CpuLimit, available_cpus
 
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB  # S3's guidance: 8-16 MiB ranges; 8 keeps memory low
 DEFAULT_CONCURRENCY = 6  # 6 x 8 MiB in flight: ~500 MB/s from S3, peak RSS ~130 MB
+# Sizing the download from the task's CPU (see `download_plan`).
+MB_PER_SECOND_PER_VCPU = 700  # what the job processes per vCPU (1 GiB, default processor)
+MB_PER_SECOND_PER_CONNECTION = 90  # what S3 gives one connection
+SPARE_RANGES = 2  # so the range next in line is whole before the processor needs it
+MIN_PLANNED_CONCURRENCY = 3
+MAX_PLANNED_CONCURRENCY = 16
+BUFFER_BUDGET = 72 * MIB  # part x (concurrency + 1): peak RSS stays near 130 MiB
+MIN_PLANNED_PART_SIZE = 4 * MIB
 MIN_PART_SIZE = 64 * 1024  # smaller ranges only multiply requests; tests use this floor
 MAX_PART_SIZE = 1024 * MIB
 MAX_CONCURRENCY = 64
@@ -45,6 +55,7 @@ class Settings:
     progress_interval: float = 5.0
     processor_spec: str = DEFAULT_PROCESSOR
     timeout_seconds: int | None = None
+    cpu_limit: CpuLimit | None = None  # what the download was sized for, when detected
 
     @property
     def result_key(self) -> str:
@@ -57,11 +68,13 @@ class Settings:
 
         Required: S3_BUCKET, S3_KEY (already URL-decoded). Optional: S3_VERSION_ID,
         RESULT_BUCKET (default S3_BUCKET), RESULT_PREFIX (default `results/`),
-        DOWNLOAD_PART_SIZE (bytes, or with KiB/MiB/GiB; default 8MiB), DOWNLOAD_CONCURRENCY
-        (default 6), PROGRESS_INTERVAL_SECONDS (default 5), TASK_PROCESSOR (`module:function`,
-        default `task.processor:process`), TASK_TIMEOUT_SECONDS (a time limit; default none).
+        DOWNLOAD_CONCURRENCY and DOWNLOAD_PART_SIZE (bytes, or with KiB/MiB/GiB; both by
+        default from the task's CPU, see `download_plan`), PROGRESS_INTERVAL_SECONDS (default
+        5), TASK_PROCESSOR (`module:function`, default `task.processor:process`),
+        TASK_TIMEOUT_SECONDS (a time limit; default none).
         """
         problems: list[str] = []
+        cpu_limit = available_cpus(environ)
 
         def required(name: str, what: str) -> str:
             value = environ.get(name, "")
@@ -73,8 +86,10 @@ class Settings:
 
         bucket = required("S3_BUCKET", "the name of the bucket the uploaded object is in")
         key = required("S3_KEY", "the uploaded object's key, already URL-decoded")
-        part_size = _parse_size(environ, "DOWNLOAD_PART_SIZE", DEFAULT_PART_SIZE, problems)
-        concurrency = _parse_int(environ, "DOWNLOAD_CONCURRENCY", DEFAULT_CONCURRENCY, problems)
+        concurrency = _parse_int(
+            environ, "DOWNLOAD_CONCURRENCY", planned_concurrency(cpu_limit.vcpus), problems
+        )
+        part_size = _parse_size(environ, "DOWNLOAD_PART_SIZE", part_size_for(concurrency), problems)
         interval = _parse_interval(environ, "PROGRESS_INTERVAL_SECONDS", 5.0, problems)
         timeout = environ.get("TASK_TIMEOUT_SECONDS", "").strip()
         if timeout and not (_WHOLE.fullmatch(timeout) and 1 <= int(timeout) <= MAX_TIMEOUT):
@@ -111,7 +126,24 @@ class Settings:
             progress_interval=interval,
             processor_spec=processor_spec,
             timeout_seconds=int(timeout) if timeout else None,
+            cpu_limit=cpu_limit,
         )
+
+
+def planned_concurrency(vcpus: float) -> int:
+    """Ranges in flight for a task allowed `vcpus`.
+
+    The task is CPU-bound: it needs as many ~90 MB/s connections as its CPU can keep busy,
+    plus spares, and no more (each holds a part-sized buffer).
+    """
+    wanted = math.ceil(vcpus * MB_PER_SECOND_PER_VCPU / MB_PER_SECOND_PER_CONNECTION)
+    return min(MAX_PLANNED_CONCURRENCY, max(MIN_PLANNED_CONCURRENCY, wanted + SPARE_RANGES))
+
+
+def part_size_for(concurrency: int) -> int:
+    """8 MiB parts, smaller as concurrency grows so the buffers stay within BUFFER_BUDGET."""
+    fits = BUFFER_BUDGET // (concurrency + 1) // MIB * MIB
+    return max(MIN_PLANNED_PART_SIZE, min(DEFAULT_PART_SIZE, fits))
 
 
 def _result_key(result_prefix: str, key: str) -> str:

@@ -1,27 +1,45 @@
-"""Ranged parallel download: ordered, bounded, pinned to one version, retried when cut off."""
+"""Ranged parallel download: ordered, bounded, pinned to one version, retried when cut off.
+
+The fake clients below (`FakeS3`) cannot presign, so they exercise the reads through boto3's
+`get_object`; the direct reads are tested further down against `tests.fakes.ranged_s3`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import ipaddress
 import os
+import ssl
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from botocore.exceptions import ResponseStreamingError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from task import download
 from task.download import (
     DownloadError,
     ObjectChangedError,
     ObjectUnavailableError,
     Part,
+    PresignedGet,
     describe_object,
     iter_chunks,
     plan_parts,
 )
+from task.frame import make_client
 from task.objects import ObjectInfo
-from tests.task.conftest import SMALL_PART
+from task.settings import Settings
+from tests.fakes.ranged_s3 import ETAG, VERSION_ID, Fault, RangedS3, Request
+from tests.task.conftest import SMALL_PART, log_lines
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -153,3 +171,219 @@ def test_a_server_that_ignores_ranges_is_named_as_the_problem() -> None:
     client = RangeIgnoringS3(data)
     with pytest.raises(DownloadError, match="ignored the Range header"):
         b"".join(iter_chunks(cast("S3Client", client), fake_info(len(data)), 1000, 2))
+
+
+# The direct reads: one thread, presigned ranged GETs straight into part buffers.
+
+DIRECT_PART = 64 * 1024
+
+
+@pytest.fixture
+def aws_env(fake_aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def client_for(url: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    settings = Settings(bucket="b", key="k", version_id=None, result_bucket="b", result_prefix="")
+    return make_client(settings)
+
+
+def presigned(request: Request) -> bool:
+    """Sent by the direct reads (a presigned URL), not by boto3 (an Authorization header)."""
+    return "X-Amz-Signature" in request.query and "authorization" not in request.headers
+
+
+def test_direct_reads_hand_out_every_byte_in_order_in_chunks_of_at_most_the_read_size(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(10 * DIRECT_PART + 123))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k")
+        chunks = list(iter_chunks(client, obj, DIRECT_PART, 3, read_size=20_000))
+    assert b"".join(chunks) == server.data
+    assert max(len(chunk) for chunk in chunks) <= 20_000
+    assert len(server.gets()) == 11
+    assert all(presigned(request) for request in server.gets())
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+def test_every_direct_range_is_pinned_to_the_version_read_at_the_start(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, versioned: bool
+) -> None:
+    server = RangedS3(os.urandom(3 * DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k", VERSION_ID if versioned else None)
+        obj = dataclasses.replace(obj, version_id=VERSION_ID if versioned else None)
+        b"".join(iter_chunks(client, obj, DIRECT_PART, 2))
+    for request in server.gets():
+        if versioned:  # signed into the URL, so it cannot be dropped on the way
+            assert request.query["versionId"] == [VERSION_ID]
+            assert "if-match" not in request.headers
+        else:
+            assert "versionId" not in request.query
+            assert request.headers["if-match"] == ETAG
+
+
+def test_direct_reads_run_at_most_concurrency_ranges_ahead_of_the_processor(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(50 * DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        stream = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 3)
+        first = next(stream)
+        time.sleep(0.2)  # a slow processor: the connections have every chance to run ahead
+        assert first == server.data[:DIRECT_PART]
+        assert len(server.gets()) <= 3 + 1
+        stream.close()
+        requested = len(server.gets())
+        time.sleep(0.1)
+        assert len(server.gets()) == requested  # closing stopped it
+
+
+def test_direct_reads_request_their_first_ranges_before_the_first_chunk_is_asked_for(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(8 * DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        stream = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 3)
+        deadline = time.monotonic() + 5
+        while len(server.gets()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(server.gets()) == 3  # while the processor would still be setting up
+        assert b"".join(stream) == server.data
+
+
+def test_kept_alive_connections_carry_later_ranges(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(12 * DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        assert b"".join(iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 2))
+    gets = server.gets()
+    assert len({request.connection for request in gets}) <= 3 < len(gets)
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = RangedS3(os.urandom(6 * DIRECT_PART))
+    for first_byte in range(0, len(server.data), DIRECT_PART):
+        server.fail_next(first_byte, Fault.CLOSE_WHEN_IDLE)
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        chunks = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 1)
+        assert b"".join(chunks) == server.data
+    assert all(presigned(request) for request in server.gets())
+    assert "retry" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault.CUT, "closed after"),
+        (Fault.UNAVAILABLE, "HTTP 503"),
+        (Fault.STALL, "no bytes for"),
+    ],
+    ids=["cut-off", "error-status", "stalled"],
+)
+def test_a_range_that_fails_directly_is_read_again_through_boto3(
+    aws_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fault: Fault,
+    reason: str,
+) -> None:
+    monkeypatch.setattr(download, "READ_TIMEOUT_SECONDS", 0.5)  # the stall is noticed soon
+    server = RangedS3(os.urandom(6 * DIRECT_PART))
+    server.fail_next(2 * DIRECT_PART, fault)
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        chunks = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 3)
+        assert b"".join(chunks) == server.data
+    third = [
+        r for r in server.gets() if r.range == f"bytes={2 * DIRECT_PART}-{3 * DIRECT_PART - 1}"
+    ]
+    assert [presigned(request) for request in third] == [True, False]
+    [retry] = [line for line in log_lines(capsys.readouterr().out) if line["event"] == "retry"]
+    assert reason in retry["reason"]
+
+
+def test_another_etag_mid_read_fails_as_changed_without_a_retry(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(6 * DIRECT_PART))
+    server.fail_next(3 * DIRECT_PART, Fault.OTHER_ETAG)
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        chunks = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 2)
+        with pytest.raises(ObjectChangedError, match="another-etag"):
+            b"".join(chunks)
+
+
+def test_a_proxy_in_the_environment_sends_reads_through_boto3(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k")
+        assert PresignedGet.for_client(client, obj) is not None
+        monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+        assert PresignedGet.for_client(client, obj) is None
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert PresignedGet.for_client(client, obj) is not None
+
+
+def test_direct_reads_over_tls_trust_what_the_client_trusts(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    certificate, key = self_signed_certificate(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, key)
+    server = RangedS3(os.urandom(4 * DIRECT_PART + 5), tls=tls)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        chunks = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 2)
+        assert b"".join(chunks) == server.data
+    assert url.startswith("https://")
+    assert all(presigned(request) for request in server.gets())
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files in `folder`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certificate_file, key_file = folder / "cert.pem", folder / "key.pem"
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate_file, key_file

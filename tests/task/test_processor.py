@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from task.objects import ObjectInfo
-from task.processor import detect_content_type, process
+from task.processor import NUMPY_FROM_BYTES, Digest, NewlineCounter, detect_content_type, process
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -80,3 +80,23 @@ def test_content_type_is_sniffed_then_declared_then_guessed_from_the_key(
 def test_text_cut_inside_a_multibyte_character_is_still_text() -> None:
     head = ("\u00e9" * 10).encode()[:-1]
     assert detect_content_type(head, info("notes", None)) == "text/plain"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [b"", b"\n", b"no newline", b"a\nb\n\nc", bytes(range(256)) * 4099],
+    ids=["empty", "one", "none", "several", "every-byte"],
+)
+def test_numpy_counts_newlines_exactly_as_bytes_count_does(chunk: bytes) -> None:
+    counter = NewlineCounter()
+    assert counter(chunk) == chunk.count(b"\n")
+    assert counter(chunk[:7]) == chunk[:7].count(b"\n")  # a shorter chunk after a longer one
+
+
+def test_a_large_object_is_counted_the_same_with_numpy() -> None:
+    chunks = [b"one\ntw", b"o\n\nthree", b"", b"\nfour"]
+    digest = Digest(expected_size=NUMPY_FROM_BYTES)
+    for chunk in chunks:
+        digest.update(chunk)
+    assert isinstance(digest._count_newlines, NewlineCounter)
+    assert digest.summary()["lines"] == 5 == process(iter(chunks), info())["lines"]

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from task.processor import process
+from task.resources import available_cpus
 from task.settings import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_PART_SIZE,
     MIB,
     Settings,
     SettingsError,
     load_processor,
+    part_size_for,
+    planned_concurrency,
 )
 
 REQUIRED = {"S3_BUCKET": "uploads", "S3_KEY": "in/a file.csv"}
@@ -27,9 +28,33 @@ def test_only_bucket_and_key_are_required_and_the_rest_has_safe_defaults() -> No
     assert settings.result_bucket == "uploads"
     assert settings.result_prefix == "results/"
     assert settings.result_key == "results/in/a file.csv.json"
-    assert settings.part_size == DEFAULT_PART_SIZE == 8 * MIB
-    assert settings.concurrency == DEFAULT_CONCURRENCY
     assert settings.processor_spec == "task.processor:process"
+
+
+def test_the_download_is_sized_from_the_cpu_the_task_may_use() -> None:
+    settings = Settings.from_environ(REQUIRED)
+    assert settings.cpu_limit == available_cpus(REQUIRED)
+    assert settings.concurrency == planned_concurrency(settings.cpu_limit.vcpus)
+    assert settings.part_size == part_size_for(settings.concurrency)
+
+
+@pytest.mark.parametrize(
+    ("vcpus", "part_mib", "concurrency"),
+    [(0.25, 8, 4), (0.5, 8, 6), (1, 6, 10), (2, 4, 16), (16, 4, 16)],
+)
+def test_a_bigger_task_reads_more_ranges_at_once_in_buffers_of_bounded_size(
+    vcpus: float, part_mib: int, concurrency: int
+) -> None:
+    assert planned_concurrency(vcpus) == concurrency
+    assert part_size_for(concurrency) == part_mib * MIB
+    assert (concurrency + 1) * part_size_for(concurrency) <= 72 * MIB
+
+
+def test_a_part_size_given_without_a_concurrency_keeps_the_planned_concurrency() -> None:
+    settings = Settings.from_environ({**REQUIRED, "DOWNLOAD_PART_SIZE": "16MiB"})
+    assert settings.part_size == 16 * MIB
+    assert settings.cpu_limit is not None
+    assert settings.concurrency == planned_concurrency(settings.cpu_limit.vcpus)
 
 
 def test_every_optional_setting_is_read_from_its_variable() -> None:

@@ -1,0 +1,212 @@
+"""One ranged GET over HTTP/1.1, received straight into a caller's buffer without blocking.
+
+The low-level half of the direct download (see `task.download`): it knows HTTP, not S3.
+A `RangeRead` sends its request on a connection, then, each time the selector says the
+socket is readable, takes what has arrived: first the response head, then the body, with
+`recv_into` into the part's own slice of a reused buffer, so body bytes are copied once by
+the kernel and never by Python. Anything unexpected raises `RangeFailed`, and the caller
+reads that range another way.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+HEAD_READ = 64 * 1024  # a response head is a few hundred bytes; the rest is body
+MAX_HEAD = 64 * 1024  # a head longer than this is not from S3
+RECV_MAX = 1024 * 1024  # bytes asked of the kernel at once: one syscall per MiB at best
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class RangeFailed(Exception):  # noqa: N818 - a condition the caller handles, not a bug
+    """The range could not be read this way: refused, reset, cut off, or an unexpected answer."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where ranged GETs go: host and port, and TLS settings when the scheme is https."""
+
+    host: str
+    port: int
+    host_header: str  # as signed in the URL: the port only when it is not the default
+    tls: ssl.SSLContext | None
+
+    @classmethod
+    def from_url(cls, url: str, tls: ssl.SSLContext | None) -> tuple[Endpoint, str]:
+        """The endpoint of an http(s) URL and its request target (path and query)."""
+        parts = urlsplit(url)
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise RangeFailed(f"not an http(s) URL: {parts.scheme}://{parts.netloc}")
+        if parts.scheme == "https" and tls is None:
+            raise RangeFailed("an https URL needs TLS settings")
+        endpoint = cls(
+            host=parts.hostname,
+            port=parts.port or DEFAULT_PORTS[parts.scheme],
+            host_header=parts.netloc,
+            tls=tls if parts.scheme == "https" else None,
+        )
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        return endpoint, target
+
+    def connect(self, timeout: float) -> socket.socket:
+        """A new connection (TLS handshake done), in blocking mode with `timeout`."""
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except OSError as error:  # refused, unreachable, timed out, TLS refused
+            raise RangeFailed(f"cannot connect to {self.host_header}: {error}") from error
+        return sock
+
+
+def is_reusable(sock: socket.socket) -> bool:
+    """Whether an idle keep-alive connection can take a request: not closed by the server.
+
+    An idle connection has nothing to read; a readable one was closed (or sent junk).
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # already closed here
+        return False
+    return not readable
+
+
+def format_request(
+    target: str, host_header: str, first: int, last: int, headers: Mapping[str, str]
+) -> bytes:
+    """A GET request for bytes first..last (inclusive) of `target`."""
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {host_header}",
+        f"Range: bytes={first}-{last}",
+        "Accept-Encoding: identity",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    except UnicodeEncodeError as error:  # a presigned URL is percent-encoded: never here
+        raise RangeFailed(f"cannot send a non-ASCII request line or header: {error}") from error
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    headers: Mapping[str, str]  # names in lower case
+    keep_alive: bool
+
+
+def parse_head(head: bytes) -> ResponseHead:
+    """Status, headers and keep-alive of an HTTP/1.x response head (without its blank line)."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    status_text = rest.partition(" ")[0]
+    if not version.startswith("HTTP/1.") or not status_text.isdigit():
+        raise RangeFailed(f"not an HTTP/1.x response: {lines[0][:100]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise RangeFailed(f"malformed response header {line[:100]!r}")
+        headers[name.strip().lower()] = value.strip()
+    keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    return ResponseHead(int(status_text), headers, keep_alive)
+
+
+class RangeRead:
+    """One ranged GET in flight on a non-blocking connection, body into `into`.
+
+    Call `on_readable` whenever the selector reports the socket readable; it returns True
+    once `into` holds the whole body. `check_head` sees the response head first and may
+    raise to reject it (the caller's own checks, such as the ETag).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        request: bytes,
+        into: memoryview,
+        check_head: Callable[[ResponseHead], None],
+        timeout: float,
+    ) -> None:
+        self.sock = sock
+        self.into = into
+        self.received = 0
+        self.head: ResponseHead | None = None
+        self.answered = False  # any byte of the response came back
+        self._head_bytes = bytearray()
+        self._check_head = check_head
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(request)  # a few hundred bytes: the socket buffer takes them at once
+            sock.setblocking(False)
+        except OSError as error:
+            raise RangeFailed(f"sending the request failed: {error}") from error
+
+    def on_readable(self) -> bool:
+        """Take what has arrived; True when the body is complete."""
+        try:
+            if self.head is None:
+                self._read_head()
+            else:
+                self._read_body()
+            # Decrypted bytes can wait inside the TLS layer, where the selector cannot see them.
+            while (
+                self.head is not None
+                and self.received < len(self.into)
+                and isinstance(self.sock, ssl.SSLSocket)
+                and self.sock.pending()
+            ):
+                self._read_body()
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            pass  # nothing (or no whole TLS record) yet: wait for the next readiness
+        except RangeFailed:
+            raise
+        except OSError as error:  # reset, TLS errors
+            raise RangeFailed(f"the connection failed: {error}") from error
+        return self.head is not None and self.received == len(self.into)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _read_head(self) -> None:
+        data = self.sock.recv(HEAD_READ)
+        if not data:
+            raise RangeFailed("the server closed the connection without answering")
+        self.answered = True
+        self._head_bytes += data
+        end = self._head_bytes.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head_bytes) > MAX_HEAD:
+                raise RangeFailed(f"no end to the response head in {MAX_HEAD} bytes")
+            return
+        head = parse_head(bytes(self._head_bytes[:end]))
+        if head.status != 206:
+            raise RangeFailed(f"HTTP {head.status}")
+        if "transfer-encoding" in head.headers:  # S3 sends a length; anything else is a surprise
+            raise RangeFailed(f"a {head.headers['transfer-encoding']} body")
+        if head.headers.get("content-length") != str(len(self.into)):
+            raise RangeFailed(
+                f"Content-Length {head.headers.get('content-length')}, asked for {len(self.into)}"
+            )
+        self._check_head(head)
+        body = self._head_bytes[end + 4 :]
+        if len(body) > len(self.into):
+            raise RangeFailed("more bytes than the response's Content-Length")
+        self.into[: len(body)] = body
+        self.received = len(body)
+        self.head = head
+        self._head_bytes = bytearray()
+
+    def _read_body(self) -> None:
+        count = self.sock.recv_into(self.into[self.received : self.received + RECV_MAX])
+        if not count:
+            raise RangeFailed(
+                f"the connection closed after {self.received} of {len(self.into)} body bytes"
+            )
+        self.received += count
