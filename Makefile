@@ -27,7 +27,8 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/hadolint task/Dockerfile
+	$(BIN)/hadolint task/Dockerfile examples/*/Dockerfile
+	$(BIN)/shellcheck examples/*/*.sh
 
 typecheck: $(STAMP)
 	$(BIN)/mypy .
