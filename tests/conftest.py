@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # awscrt is installed for the benchmark's reference reader; with it importable botocore signs
@@ -9,10 +10,12 @@ import os
 os.environ.setdefault("BOTO_DISABLE_CRT", "true")
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from jobctl.emulator import point_at_emulator, running_emulator
+from tests.sandbox import require_bubblewrap
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,20 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def bubblewrap() -> None:
+    """For tests that run a job under the sandbox: skipped (failed under CI) without bubblewrap."""
+    require_bubblewrap()
+
+
+@pytest.fixture(scope="session")
+def job_definition() -> dict[str, Any]:
+    """The job's container definition as the dev stack declares it (the program under mocks)."""
+    from jobctl.evaluate import evaluate
+
+    task_definition = evaluate("dev").one("aws:ecs/taskDefinition:TaskDefinition")
+    (definition,) = json.loads(task_definition.inputs["containerDefinitions"])
+    found: dict[str, Any] = definition
+    return found

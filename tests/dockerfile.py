@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "task" / "Dockerfile"
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO / "task" / "Dockerfile"
+# Every job image the repository ships: the default one, and each example (examples/*/).
+JOB_DOCKERFILES = (DOCKERFILE, *sorted(REPO.glob("examples/*/Dockerfile")))
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,19 @@ def parse(text: str) -> list[Instruction]:
     return instructions
 
 
-def exec_form(arguments: str) -> list[str] | None:
-    """The argument list of a JSON-array (exec form) instruction; None for shell form."""
+def exec_form(arguments: str, *, allow_empty: bool = False) -> list[str] | None:
+    """The argument list of a JSON-array (exec form) instruction; None for shell form.
+
+    An empty list is exec form only where Docker gives it a meaning: `ENTRYPOINT []` clears the
+    base image's entrypoint.
+    """
     try:
         value = json.loads(arguments)
     except json.JSONDecodeError:
         return None
-    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-        return value
-    return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None
+    return value if value or allow_empty else None
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,37 @@ class Image:
     def command(self) -> str | None:
         """CMD as written; see `exec_form` for its argument list."""
         return self.last("CMD")
+
+    @property
+    def entrypoint(self) -> str | None:
+        """ENTRYPOINT as written, if this Dockerfile declares one."""
+        return self.last("ENTRYPOINT")
+
+    @property
+    def argv(self) -> list[str] | None:
+        """What the container runs: ENTRYPOINT's arguments, then CMD's; None unless both are exec
+        form. Without an ENTRYPOINT here, CMD alone (a base image's own is not visible here)."""
+        command = exec_form(self.command or "")
+        if command is None:
+            return None
+        if self.entrypoint is None:
+            return command
+        entrypoint = exec_form(self.entrypoint, allow_empty=True)
+        return None if entrypoint is None else [*entrypoint, *command]
+
+    @property
+    def copies(self) -> list[tuple[list[str], str]]:
+        """Each COPY from the build context: its sources and destination, flags left out."""
+        found: list[tuple[list[str], str]] = []
+        for arguments in self.all("COPY"):
+            words = arguments.split()
+            flags = list(takewhile(lambda word: word.startswith("--"), words))
+            if any(flag.startswith("--from=") for flag in flags):
+                continue  # from another stage or image, not from the context
+            rest = words[len(flags) :]
+            paths = exec_form(" ".join(rest)) or rest
+            found.append((paths[:-1], paths[-1]))
+        return found
 
     @property
     def volumes(self) -> set[str]:
