@@ -19,10 +19,14 @@ work=""     # this run's folder on the scratch volume, removed on exit
 deadline="" # when the time limit ends, in epoch seconds, if TASK_TIMEOUT_SECONDS is set
 where="s3://${S3_BUCKET:-}/${S3_KEY:-}"
 
+# The job's own stderr, kept as fd 3: a failure met while a command's stderr goes to a file
+# (in a trap, or a time limit inside `run`) must still reach the log.
+exec 3>&2
+
 # fail CODE REASON ERROR CHECK: one line on stderr, however many lines the CLI printed; then exit.
 fail() {
     line="failed (exit $1, $2): $3; check $4"
-    printf '%s: %s\n' "$PROGRAM" "$(printf '%s' "$line" | tr '\n\r\t' '   ' | tr -s ' ')" >&2
+    printf '%s: %s\n' "$PROGRAM" "$(printf '%s' "$line" | tr '\n\r\t' '   ' | tr -s ' ')" >&3
     exit "$1"
 }
 
@@ -52,9 +56,9 @@ run() {
     if [ -n "$deadline" ]; then
         left=$((deadline - $(date +%s)))
         [ "$left" -gt 0 ] || timed_out
-        timeout -k 5 "$left" "$@" &
+        timeout -k 5 "$left" "$@" 3>&- &
     else
-        "$@" &
+        "$@" 3>&- &
     fi
     child=$!
     wait "$child"
