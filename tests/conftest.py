@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 # awscrt is installed for the benchmark's reference reader; with it importable botocore signs
 # S3 requests through the CRT. The task's image has no awscrt: test what it runs.
 os.environ.setdefault("BOTO_DISABLE_CRT", "true")
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
 
 from jobctl.emulator import point_at_emulator, running_emulator
 from tests.sandbox import require_bubblewrap
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +39,26 @@ def emulator_env(emulator_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return emulator_url
+
+
+@pytest.fixture
+def s3(emulator_env: str) -> S3Client:
+    """A client of the emulator's S3."""
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def bucket(s3: S3Client) -> str:
+    """A new, empty bucket for this test alone."""
+    name = f"task-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def versioned_bucket(s3: S3Client, bucket: str) -> str:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return bucket
 
 
 @pytest.fixture

@@ -1,13 +1,11 @@
-"""Fixtures for the task's tests: S3 on the shared loopback emulator, one bucket per test."""
+"""Fixtures for the task's tests (S3 and its buckets come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 
 from task.settings import Settings
@@ -16,24 +14,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 SMALL_PART = 64 * 1024  # the settings' floor: many ranges from small, fast objects
-
-
-@pytest.fixture
-def s3(emulator_env: str) -> S3Client:
-    return boto3.client("s3")
-
-
-@pytest.fixture
-def bucket(s3: S3Client) -> str:
-    name = f"task-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def versioned_bucket(s3: S3Client, bucket: str) -> str:
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    return bucket
 
 
 @pytest.fixture
