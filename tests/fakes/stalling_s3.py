@@ -1,7 +1,9 @@
 """An S3 endpoint on 127.0.0.1 whose object reads hang, as a stalled connection to S3 does.
 
 HEAD answers normally, so the task starts; every GET then hangs, either before its response
-headers or after the first bytes of its body, until the server is stopped. Usage::
+headers or after the first bytes of its body, until the server is stopped. With `trickle`, a
+hung body gets one more byte that often: too slow to ever finish, too steady for a client's read
+timeout to fire, so only the client itself can end the request. Usage::
 
     with stalling_s3(Stall.BODY) as url:   # AWS_ENDPOINT_URL=url
         ...
@@ -27,7 +29,7 @@ class Stall(enum.Enum):
 
 
 @contextmanager
-def stalling_s3(stall: Stall) -> Iterator[str]:
+def stalling_s3(stall: Stall, trickle: float | None = None) -> Iterator[str]:
     """Serve on a free port until the block ends; then every hung request is let go."""
     release = threading.Event()
 
@@ -56,7 +58,12 @@ def stalling_s3(stall: Stall) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(b"x" * 1000)
             self.wfile.flush()
-            release.wait()
+            while not release.wait(trickle):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client has gone
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
