@@ -167,10 +167,10 @@ version_id=${version:-${read_version:-}}
 # Processing: size, SHA-256 and lines of "$object". Put your tool here; its own temporary
 # files belong under "$work" too.
 run sha256sum "$object" >"$work/sha256" 2>"$work/error" ||
-    fail 6 PROCESSING_FAILED "sha256sum failed on $where: $(cat "$work/error")" "the message above"
+    fail 6 PROCESSING_FAILED "sha256sum failed on $where: $(cat "$work/error")" "the tool's message in this line"
 read -r sha256 _ <"$work/sha256"
 run wc -l -c "$object" >"$work/counts" 2>"$work/error" ||
-    fail 6 PROCESSING_FAILED "wc failed on $where: $(cat "$work/error")" "the message above"
+    fail 6 PROCESSING_FAILED "wc failed on $where: $(cat "$work/error")" "the tool's message in this line"
 read -r lines size _ <"$work/counts"
 # wc -l counts newlines; like the default job, a last line without one is a line too.
 newline_at_end=$(tail -c 1 "$object" | wc -l)

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 EXAMPLE = REPO / "examples" / "shell-job"
 SCRIPT = EXAMPLE / "job.sh"
 # Keys S3 takes that a shell script can easily get wrong: quotes, backslashes, control
-# characters, spaces, a leading dash, UTF-8.
-AWKWARD_KEY = 'uploads/-"quoted" back\\slash\ttab\x01\x1f\r ü 2026.csv'
+# characters, spaces, UTF-8; and one the CLI would take for an option if passed as `--key KEY`.
+AWKWARD_KEYS = ['uploads/"quoted" back\\slash\ttab\x01\x1f\r ü 2026.csv', "--uploads/a.csv"]
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +109,15 @@ def test_the_job_reads_the_version_the_runner_names_not_the_newest(
     assert result["versionId"] == newest_version != first_version
 
 
-def test_a_key_with_quotes_backslashes_and_control_characters_reaches_the_result_intact(
-    sandbox: Sandbox, s3: S3Client, bucket: str
+@pytest.mark.parametrize("key", AWKWARD_KEYS, ids=["quotes-and-control-characters", "dashes"])
+def test_a_key_a_shell_could_mangle_reaches_the_result_intact(
+    sandbox: Sandbox, s3: S3Client, bucket: str, key: str
 ) -> None:
-    s3.put_object(Bucket=bucket, Key=AWKWARD_KEY, Body=b"no newline at the end")
-    run = sandbox.run(S3_BUCKET=bucket, S3_KEY=AWKWARD_KEY)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"no newline at the end")
+    run = sandbox.run(S3_BUCKET=bucket, S3_KEY=key)
     assert run.returncode == ExitCode.OK, run.stdout + run.stderr
-    result = read_result(s3, bucket, AWKWARD_KEY)  # json.loads: the escaping is valid JSON
-    assert result["key"] == AWKWARD_KEY
+    result = read_result(s3, bucket, key)  # json.loads: the escaping is valid JSON
+    assert result["key"] == key
     assert (result["size"], result["lines"]) == (21, 1)  # a last line without a newline counts
 
 
