@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from jobctl.evaluate import evaluate
 from tests.dockerfile import REPO, Image
 from tests.sandbox import TIMEOUT, files_copied
 
@@ -51,3 +54,13 @@ def test_hadolint_and_shellcheck_find_nothing_in_the_example() -> None:
     ):
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readmes_config_value_builds_the_example_for_the_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(REPO)  # `pulumi up` runs in the project folder; the value is relative to it
+    stack = evaluate("dev", {"taskImageContext": "examples/shell-job"})
+    build = stack.one("docker:index/image:Image").inputs["build"]
+    assert Path(build["context"]).resolve() == EXAMPLE
+    assert Path(build["dockerfile"]).resolve() == DOCKERFILE
