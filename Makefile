@@ -33,8 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
+# Two workers, each test handed out on its own (loadgroup), so that the two big-batch proofs
+# start first and side by side; PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## make demo: the whole pipeline on an embedded AWS emulator (ARGS="--help" for options)
 demo: $(STAMP)

@@ -432,5 +432,5 @@ def figures(outcome: Outcome, label: str) -> Figures:
 
 
 def run_for_figures(scenario: Scenario, label: str) -> Figures:
-    """run_scenario, in a form a process pool can hand back."""
+    """Run a scenario and keep only its figures."""
     return figures(run_scenario(scenario), label)

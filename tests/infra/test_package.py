@@ -13,6 +13,9 @@ import pytest
 
 from jobctl.evaluate import PROJECT_DIR
 
+# pip builds the wheel in the source tree (build/): one worker builds it, never two at once.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 USER_PROGRAM = Path(__file__).parent / "user_program"
 
 # Evaluates the user's program in a fresh interpreter where the component comes only from the
