@@ -46,6 +46,7 @@ EPOCH = 1_795_000_000.0  # the simulated world's wall clock at t=0 (late 2026)
 TOKEN_WINDOW_SECONDS = 24 * 3600  # ECS remembers a clientToken this long
 VCPU_LIMIT_REASON = "You've reached the limit on the number of vCPUs you can run concurrently"
 CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later"
+RECEIVE_MAX_MESSAGES = 10  # SQS returns at most this many messages per ReceiveMessage
 
 
 @dataclass(frozen=True)
@@ -404,8 +405,11 @@ class SqsModel:
         return None
 
     def receive(self, queue: Queue, limit: int) -> list[Message]:
-        """Up to `limit` visible messages, each made invisible for the visibility timeout."""
-        self.calls["ReceiveMessage"] += 1
+        """Up to `limit` visible messages, each made invisible for the visibility timeout.
+
+        Charged as SQS bills it: a ReceiveMessage request returns 10 messages at most, so a
+        poller gathering a batch of 100 makes at least 10.
+        """
         got: list[Message] = []
         now = self.sim.now
         while queue.heap and len(got) < limit:
@@ -438,6 +442,7 @@ class SqsModel:
             got.append(message)
         for message in got:  # after the loop: one receive never returns a message twice
             self._push(queue, message)
+        self.calls["ReceiveMessage"] += max(1, -(-len(got) // RECEIVE_MAX_MESSAGES))
         return got
 
     def delete(self, queue: Queue, receipt: str) -> bool:
