@@ -70,6 +70,7 @@ class Pipeline:
     backlog_url: str
     backlog_arn: str
     outputs: Mapping[str, Any]
+    secret_names: tuple[str, ...] = ()  # the task definition's `secrets`: ECS sets them, not us
 
 
 @dataclass
@@ -236,6 +237,7 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
         backlog_url=backlog_url,
         backlog_arn=backlog_arn,
         outputs=outputs,
+        secret_names=tuple(secret["name"] for secret in container.get("secrets", [])),
     )
 
 
@@ -849,6 +851,13 @@ def _run_on_emulator(
         )
         say(f"           cluster {pipeline.cluster_arn}")
         say(f"           task definition {pipeline.task_definition_arn}")
+        if pipeline.secret_names:
+            # The emulator holds none of the user's parameters or secrets; a value exported in
+            # this shell reaches the job, as ECS would set it.
+            say(
+                f"           secrets {', '.join(pipeline.secret_names)}: not read here (the "
+                "emulator has none of your parameters); export them to pass values to the job"
+            )
         if docker:
             build_image(pipeline, say)
         runner = load_runner(pipeline.runner_env, emit_metric=publish_metric)

@@ -117,6 +117,27 @@ def test_the_demo_follows_the_stack_configuration(tmp_path: Path) -> None:
     assert outcome.result_key == "out/inbox/data.csv.json"
 
 
+def test_the_job_gets_the_processor_and_variables_the_stack_configures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_TOKEN", "exported-for-the-demo")
+    result, lines = run(
+        [write(tmp_path, "data.csv", b"x,y\n1,2\n")],
+        overrides={
+            "taskProcessor": "tests.e2e.processors:with_settings",
+            "taskEnvironment": ["GREETING=hello from Pulumi.dev.yaml"],
+            "taskSecrets": ["API_TOKEN=ssm:/jobs/api-token"],
+        },
+    )
+    assert result.exit_code == 0, "\n".join(lines)
+    (outcome,) = result.outcomes
+    assert outcome.result is not None
+    assert outcome.result["greeting"] == "hello from Pulumi.dev.yaml"
+    # The emulator has no parameter store: the demo says so, and passes what the shell exports.
+    assert outcome.result["apiToken"] == "exported-for-the-demo"
+    assert any("secrets API_TOKEN: not read here" in line for line in lines), lines
+
+
 def test_the_prod_stack_reads_each_upload_by_its_version(tmp_path: Path) -> None:
     result, lines = run([write(tmp_path, "v.txt", b"versioned\n")], stack="prod")
     assert result.exit_code == 0, "\n".join(lines)
