@@ -22,8 +22,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.local_http import serving
 
 ETAG = '"ranged-etag"'
 VERSION_ID = "v1"
@@ -149,18 +152,7 @@ class RangedS3:
                 if fault is Fault.CLOSE_WHEN_IDLE:
                     self.close_connection = True
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        if self.tls is not None:
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            host, port = server.server_address[:2]
-            scheme = "https" if self.tls is not None else "http"
-            yield f"{scheme}://{host!s}:{port}"
-        finally:
-            self._release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
+        tls = self.tls
+        wrap = None if tls is None else partial(tls.wrap_socket, server_side=True)
+        with serving(Handler, wrap=wrap, before_stop=self._release.set) as (host, port):
+            yield f"{'http' if tls is None else 'https'}://{host}:{port}"

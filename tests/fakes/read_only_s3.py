@@ -10,10 +10,11 @@ returns the object, every PUT 403 AccessDenied. Usage::
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.local_http import serving
 
 ACCESS_DENIED = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -63,14 +64,5 @@ def read_only_s3(body: bytes) -> Iterator[str]:
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                 pass  # trailers (a checksum), up to the blank line
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as (host, port):
+        yield f"http://{host}:{port}"

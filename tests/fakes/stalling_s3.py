@@ -16,7 +16,9 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.local_http import serving
 
 SIZE = 4 * 1024 * 1024
 ETAG = '"stalling"'
@@ -65,15 +67,5 @@ def stalling_s3(stall: Stall, trickle: float | None = None) -> Iterator[str]:
                 except OSError:
                     return  # the client has gone
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler, before_stop=release.set) as (host, port):
+        yield f"http://{host}:{port}"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from task.resources import CpuLimit, available_cpus, cgroup_cpus, ecs_task_cpus
+from tests.fakes.local_http import serving
 
 
 @contextmanager
@@ -30,16 +30,8 @@ def task_metadata(answer: object, status: int = 200) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}/v4/container-id"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as (host, port):
+        yield f"http://{host}:{port}/v4/container-id"
 
 
 def fake_cgroup_v1(root: Path, path: str, quotas: dict[str, int], mount_root: str = "/") -> Path:
