@@ -196,17 +196,21 @@ def start_uploads(
         started = TaskCap(settings, services).start(distinct, list(first), start_one, remaining_ms)
     else:
         started = []
+        blocked: RecordResult | None = None
         for upload in distinct:
+            if blocked is not None:
+                started.append(
+                    RecordResult(
+                        "waiting", upload, reason=f"not tried: {blocked.reason}", full=blocked.full
+                    )
+                )
+                continue
+            result = start_one(upload)
             # ECS's "not now" (capacity, quota, throttling) holds for the whole account: the
             # rest of a batch waits with it instead of asking again.
-            blocked = next((r for r in reversed(started[-1:]) if _blocks(r)), None)
-            started.append(
-                RecordResult(
-                    "waiting", upload, reason=f"not tried: {blocked.reason}", full=blocked.full
-                )
-                if blocked is not None
-                else start_one(upload)
-            )
+            if result.outcome == "waiting" and not result.maybe_started:
+                blocked = result
+            started.append(result)
     by_key = dict(zip(first, started, strict=True))
     return [
         by_key[key]
@@ -214,7 +218,3 @@ def start_uploads(
         else replace(by_key[key], upload=uploads[index], reason="repeated in this event")
         for index, key in enumerate(keys)
     ]
-
-
-def _blocks(result: RecordResult) -> bool:
-    return result.outcome == "waiting" and not result.maybe_started

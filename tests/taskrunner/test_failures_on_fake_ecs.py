@@ -42,6 +42,25 @@ def test_a_capacity_failure_parks_the_upload_in_the_backlog_saying_why(
     assert 1 <= message["DelaySeconds"] <= settings.first_retry_seconds
 
 
+def test_after_a_capacity_failure_the_rest_of_the_event_waits_without_asking_ecs_again(
+    fake_ecs: FakeEcs, settings: RunnerSettings
+) -> None:
+    fake_ecs.inject(Fault.failure("RESOURCE:MEMORY", "no Fargate capacity"))
+    keys = [f"uploads/{n}.csv" for n in range(4)]
+    summary = process_event(
+        s3_event(*(s3_record(key) for key in keys)),
+        settings,
+        fake_ecs.client(client_config()),
+        RecordingSqs(),
+    )
+    assert len(fake_ecs.calls) == 1
+    assert set(summary["parked"]) == set(keys)
+    # Each names ECS's answer once, however far down the event it stands.
+    for key in keys[1:]:
+        assert summary["parked"][key].count("not tried:") == 1, summary["parked"][key]
+        assert "RESOURCE:MEMORY (no Fargate capacity)" in summary["parked"][key]
+
+
 def test_an_upload_that_cannot_be_parked_makes_the_invocation_raise_naming_both_reasons(
     fake_ecs: FakeEcs, settings: RunnerSettings
 ) -> None:
