@@ -29,9 +29,9 @@ from jobctl.demo import (
     Pipeline,
     Printer,
     dispatch_events,
-    fetch_result,
     mark_stopped,
     poll_backlog,
+    settle_task,
     start_task_process,
     tasks_started_for,
     upload,
@@ -89,10 +89,7 @@ class Fargate:
             outcome.exit_code, outcome.task_seconds = code, time.monotonic() - task.started
             assert outcome.task_arn is not None
             mark_stopped(self.pipeline, outcome.task_arn, code)
-            if code != 0:
-                last = outcome.log[-1] if outcome.log else "(no output)"
-                outcome.failure = f"task: exited with code {code}: {last}"
-            fetch_result(self.pipeline, outcome)
+            settle_task(self.pipeline, outcome)
             finished.append(outcome)
         while self.waiting and len(self.running) < LOCAL_TASK_SLOTS:
             outcome = self.waiting.popleft()

@@ -671,13 +671,18 @@ def complete_task(
         pipeline, task_arn, endpoint=endpoint, docker=docker, say=say
     )
     say(f"exit     {outcome.exit_code} after {outcome.task_seconds:.2f} s")
+    settle_task(pipeline, outcome)
+    if outcome.result is not None:
+        say(f"result   s3://{pipeline.bucket}/{outcome.result_key}")
+        say(_indent(json.dumps(outcome.result, indent=2, ensure_ascii=False)))
+
+
+def settle_task(pipeline: Pipeline, outcome: Outcome) -> None:
+    """After the task exited: a failure naming its exit code and last line, and its result."""
     if outcome.exit_code != 0:
         last = outcome.log[-1] if outcome.log else "(no output)"
         outcome.failure = f"task: exited with code {outcome.exit_code}: {last}"
     fetch_result(pipeline, outcome)
-    if outcome.result is not None:
-        say(f"result   s3://{pipeline.bucket}/{outcome.result_key}")
-        say(_indent(json.dumps(outcome.result, indent=2, ensure_ascii=False)))
 
 
 def _indent(text: str) -> str:
