@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,10 +14,11 @@ import pytest
 
 from jobctl.evaluate import PROJECT_DIR
 
-# pip builds the wheel in the source tree (build/): one worker builds it, never two at once.
-pytestmark = pytest.mark.xdist_group("wheel")
-
 USER_PROGRAM = Path(__file__).parent / "user_program"
+# What pyproject.toml builds the package from.
+PACKAGE_FILES = ("pyproject.toml", "README.md")
+PACKAGE_DIRS = ("infra", "taskrunner", "task")
+CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 # Evaluates the user's program in a fresh interpreter where the component comes only from the
 # unpacked wheel: the repository's `infra` is not what the program imports.
@@ -42,18 +44,28 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel, built from this repository as pip builds it, unpacked as pip installs it."""
+    """The wheel, built from this repository as pip builds it, unpacked as pip installs it.
+
+    Built from a copy of what the package is made of: setuptools writes build/ and egg-info in
+    the tree it builds, and two pytest workers each setting this up must not share those.
+    """
+    source = tmp_path_factory.mktemp("source")
+    for name in PACKAGE_FILES:
+        shutil.copy2(PROJECT_DIR / name, source / name)
+    for name in PACKAGE_DIRS:
+        shutil.copytree(PROJECT_DIR / name, source / name, ignore=CACHES)
     wheels = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
+    built = subprocess.run(
         [
             sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-            "--no-build-isolation", "--wheel-dir", str(wheels), str(PROJECT_DIR),
+            "--no-build-isolation", "--wheel-dir", str(wheels), str(source),
         ],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
         timeout=300,
     )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = wheels.glob("s3_fargate_jobs-*.whl")
     site = tmp_path_factory.mktemp("site-packages")
     with zipfile.ZipFile(wheel) as archive:
