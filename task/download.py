@@ -11,9 +11,10 @@ Two ways to read the ranges, with the same guarantees:
 - Direct (the default). The task is billed per vCPU-second and is CPU-bound at every size,
   so the download must cost little CPU per byte. One thread multiplexes the ranges' HTTP
   connections with a selector and receives each body straight into a reused part buffer
-  (`task.http_ranges`): one copy by the kernel, one into each 1 MiB chunk, and no thread
-  hand-offs. The request is a presigned GetObject URL made by the boto3 client, so the
-  endpoint, addressing, credentials and signature are boto3's. Any surprise on a range (an
+  (`task.http_ranges`), waking once per MiB that has arrived: one copy by the kernel (and one
+  out of the TLS layer), one into each 1 MiB chunk, and no thread hand-offs. The request is a
+  presigned GetObject URL made by the boto3 client, so the endpoint, addressing, credentials
+  and signature are boto3's. Any surprise on a range (an
   error status, a refused or reset connection, a stall) reads that range again through
   boto3 (`_fetch`), so botocore's retries, errors and messages apply exactly as before.
 - Through boto3's `get_object` in a thread pool, when a proxy or a client certificate is
@@ -60,6 +61,10 @@ PART_ATTEMPTS = 3  # botocore retries requests; these also cover a body cut off 
 CONNECT_TIMEOUT_SECONDS = 10
 # A stalled range should fail (and be retried) well inside Fargate's 30 s stop timeout.
 READ_TIMEOUT_SECONDS = 20
+# A range not heard from this long (it has not filled its socket's low-water mark, see
+# `task.http_ranges`) is woken by every byte from then on: a slow range is still read as it
+# comes, and a stall is timed from its last byte.
+LOW_WATER_PATIENCE_SECONDS = 0.5
 # Presigned URLs for the direct reads: valid 15 minutes, renewed after 5, so credentials
 # that rotate meanwhile (the task role's) are picked up long before a URL expires.
 PRESIGN_EXPIRES_SECONDS = 900
@@ -392,10 +397,17 @@ class _DirectReads:
 
     def _pump(self, block: bool) -> None:
         """Take what has arrived on every connection; wait for some first if `block`."""
-        timeout: float | None = 0.0
-        if block:
-            longest = max((flight.stalled_for for flight in self._in_flight.values()), default=0)
-            timeout = max(0.0, READ_TIMEOUT_SECONDS - longest)
+        timeout = 0.0
+        if block:  # until the next range is due to be hurried, or to be called stalled
+            timeout = min(
+                (
+                    (LOW_WATER_PATIENCE_SECONDS if flight.read.patient else READ_TIMEOUT_SECONDS)
+                    - flight.stalled_for
+                    for flight in self._in_flight.values()
+                ),
+                default=READ_TIMEOUT_SECONDS,
+            )
+            timeout = max(0.0, timeout)
         began = time.monotonic()
         events = self._selector.select(timeout)
         waited = time.monotonic() - began
@@ -426,6 +438,8 @@ class _DirectReads:
             if flight.part.index in heard:
                 continue
             flight.stalled_for += waited
+            if flight.stalled_for >= LOW_WATER_PATIENCE_SECONDS:
+                flight.read.hurry()
             if flight.stalled_for >= READ_TIMEOUT_SECONDS:
                 self._retire(flight)
                 flight.read.close()

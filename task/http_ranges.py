@@ -2,10 +2,15 @@
 
 The low-level half of the direct download (see `task.download`): it knows HTTP, not S3.
 A `RangeRead` sends its request on a connection, then, each time the selector says the
-socket is readable, takes what has arrived: first the response head, then the body, with
-`recv_into` into the part's own slice of a reused buffer, so body bytes are copied once by
-the kernel and never by Python. Anything unexpected raises `RangeFailed`, and the caller
-reads that range another way.
+socket is readable, takes everything that has arrived: first the response head, then the
+body, with `recv_into` into the part's own slice of a reused buffer, so body bytes are never
+copied by Python. Anything unexpected raises `RangeFailed`, and the caller reads that range
+another way.
+
+Waking up costs more CPU than receiving, so the socket's low-water mark (SO_RCVLOWAT) holds
+the wake-up until a MiB of the body is waiting, or the rest of it. That works the same under
+TLS, where the mark counts encrypted bytes in the kernel: each wake-up then decrypts every
+whole record that came, one `recv_into` per 16 KiB record.
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ from urllib.parse import urlsplit
 
 HEAD_READ = 64 * 1024  # a response head is a few hundred bytes; the rest is body
 MAX_HEAD = 64 * 1024  # a head longer than this is not from S3
-RECV_MAX = 1024 * 1024  # bytes asked of the kernel at once: one syscall per MiB at best
+# Body bytes waiting in the kernel before the socket reports readable.
+LOW_WATER = 1024 * 1024
+# The most ciphertext a TLS record holds (2^14 + 2048, RFC 5246) plus its 5-byte header: what
+# OpenSSL may have taken from the kernel of the record it has not finished.
+TLS_RECORD_MAX = 5 + 2**14 + 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -141,6 +150,9 @@ class RangeRead:
         self.answered = False  # any byte of the response came back
         self._head_bytes = bytearray()
         self._check_head = check_head
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._low_water = 1  # as the kernel has it: wake on any byte
+        self.patient = True  # waking only for a MiB at a time; False after `hurry`
         try:
             sock.settimeout(timeout)
             sock.sendall(request)  # a few hundred bytes: the socket buffer takes them at once
@@ -153,23 +165,26 @@ class RangeRead:
         try:
             if self.head is None:
                 self._read_head()
-            else:
-                self._read_body()
-            # Decrypted bytes can wait inside the TLS layer, where the selector cannot see them.
-            while (
-                self.head is not None
-                and self.received < len(self.into)
-                and isinstance(self.sock, ssl.SSLSocket)
-                and self.sock.pending()
-            ):
+            if self.head is not None:
                 self._read_body()
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-            pass  # nothing (or no whole TLS record) yet: wait for the next readiness
+            pass  # nothing (or no whole TLS record) more: wait for the next readiness
         except RangeFailed:
             raise
         except OSError as error:  # reset, TLS errors
             raise RangeFailed(f"the connection failed: {error}") from error
+        if self.head is not None:
+            self._wait_for_more()
         return self.head is not None and self.received == len(self.into)
+
+    def hurry(self) -> None:
+        """Report readable on any byte from now on: for a range that trickles, or went quiet.
+
+        A body slower than the low-water mark would otherwise be heard only in MiB steps, and
+        a stall timed from the last MiB rather than the last byte.
+        """
+        self.patient = False
+        self._set_low_water(1)
 
     def close(self) -> None:
         self.sock.close()
@@ -204,9 +219,35 @@ class RangeRead:
         self._head_bytes = bytearray()
 
     def _read_body(self) -> None:
-        count = self.sock.recv_into(self.into[self.received : self.received + RECV_MAX])
-        if not count:
-            raise RangeFailed(
-                f"the connection closed after {self.received} of {len(self.into)} body bytes"
-            )
-        self.received += count
+        """Everything waiting: one receive on a plain socket, every whole record under TLS.
+
+        Raises BlockingIOError or SSLWantReadError when nothing more is waiting. Decrypted
+        bytes could otherwise stay inside the TLS layer, where the selector cannot see them.
+        """
+        while self.received < len(self.into):
+            count = self.sock.recv_into(self.into[self.received :])
+            if not count:
+                raise RangeFailed(
+                    f"the connection closed after {self.received} of {len(self.into)} body bytes"
+                )
+            self.received += count
+            if not self._tls:
+                return  # a plain receive took all the kernel had
+
+    def _wait_for_more(self) -> None:
+        """Set the low-water mark for the next wake-up: a MiB, or what is left of the body.
+
+        Under TLS what is left may come partly as the rest of a record OpenSSL has begun, so
+        the mark is lower by a record: it must never exceed what is still to arrive.
+        """
+        if not self.patient:
+            return
+        left = len(self.into) - self.received
+        if self._tls:
+            left -= TLS_RECORD_MAX
+        self._set_low_water(max(1, min(LOW_WATER, left)))
+
+    def _set_low_water(self, count: int) -> None:
+        if count != self._low_water:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
+            self._low_water = count

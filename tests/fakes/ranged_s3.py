@@ -3,8 +3,8 @@
 Enough of S3 for the task's download: HEAD, and GET with a Range (206 with Content-Range,
 ETag and x-amz-version-id), over HTTP/1.1 keep-alive unless told to close every connection,
 optionally over TLS. Every request is recorded, and a fault can be armed for the next GET of
-a range (by its first byte): cut the body short, answer an error status, stall, or answer
-with another ETag. Usage::
+a range (by its first byte): cut the body short, answer an error status, stall, trickle, or
+answer with another ETag. Usage::
 
     server = RangedS3(data)
     with server.running() as url:     # AWS_ENDPOINT_URL=url
@@ -19,6 +19,7 @@ import enum
 import re
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from tests.fakes.local_http import serving
 
 ETAG = '"ranged-etag"'
 VERSION_ID = "v1"
+TRICKLE_PIECES = 16
+TRICKLE_PAUSE_SECONDS = 0.05
 _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
 
@@ -39,6 +42,7 @@ class Fault(enum.Enum):
     STALL = "send the headers and nothing more until the server stops"
     OTHER_ETAG = "answer with another version's ETag"
     CLOSE_WHEN_IDLE = "close the connection once the response is sent"
+    TRICKLE = "send the body in 16 pieces, each 50 ms after the last"
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,13 @@ class RangedS3:
                     self.wfile.flush()
                     fake._release.wait()
                     self.close_connection = True
+                    return
+                if fault is Fault.TRICKLE:
+                    piece = -(-len(body) // TRICKLE_PIECES)
+                    for offset in range(0, len(body), piece):
+                        self.wfile.write(body[offset : offset + piece])
+                        self.wfile.flush()
+                        time.sleep(TRICKLE_PAUSE_SECONDS)
                     return
                 if fault is Fault.CUT:
                     self.wfile.write(body[: len(body) // 2])

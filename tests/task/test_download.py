@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import ipaddress
 import os
-import ssl
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from botocore.exceptions import ResponseStreamingError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from task import download
 from task.download import (
@@ -38,6 +31,7 @@ from task.download import (
 from task.frame import make_client
 from task.objects import ObjectInfo
 from task.settings import Settings
+from tests.fakes.certificates import server_context
 from tests.fakes.ranged_s3 import ETAG, VERSION_ID, Fault, RangedS3, Request
 from tests.task.conftest import SMALL_PART, log_lines
 
@@ -315,6 +309,23 @@ def test_a_range_that_fails_directly_is_read_again_through_boto3(
     assert reason in retry["reason"]
 
 
+def test_a_range_that_trickles_is_read_as_it_comes_and_not_taken_for_a_stall(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The range takes 0.8 s in 16 pieces, longer than the stall limit but never silent for
+    # that long: its socket's low-water mark must give way and let each piece wake the reads.
+    monkeypatch.setattr(download, "READ_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(download, "LOW_WATER_PATIENCE_SECONDS", 0.1)
+    server = RangedS3(os.urandom(3 * DIRECT_PART))
+    server.fail_next(DIRECT_PART, Fault.TRICKLE)
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        chunks = iter_chunks(client, describe_object(client, "b", "k"), DIRECT_PART, 3)
+        assert b"".join(chunks) == server.data
+    assert [presigned(request) for request in server.gets()] == [True] * 3
+    assert "retry" not in capsys.readouterr().out
+
+
 def test_another_etag_mid_read_fails_as_changed_without_a_retry(
     aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,9 +355,7 @@ def test_a_proxy_in_the_environment_sends_reads_through_boto3(
 def test_direct_reads_over_tls_trust_what_the_client_trusts(
     aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    certificate, key = self_signed_certificate(tmp_path)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(certificate, key)
+    tls, certificate = server_context(tmp_path)
     server = RangedS3(os.urandom(4 * DIRECT_PART + 5), tls=tls)
     monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate))
     with server.running() as url:
@@ -355,35 +364,3 @@ def test_direct_reads_over_tls_trust_what_the_client_trusts(
         assert b"".join(chunks) == server.data
     assert url.startswith("https://")
     assert all(presigned(request) for request in server.gets())
-
-
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files in `folder`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_file, key_file = folder / "cert.pem", folder / "key.pem"
-    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certificate_file, key_file

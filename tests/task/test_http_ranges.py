@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import selectors
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from task.http_ranges import (
+    LOW_WATER,
     RangeFailed,
     RangeRead,
     ResponseHead,
@@ -16,6 +20,7 @@ from task.http_ranges import (
     is_reusable,
     parse_head,
 )
+from tests.fakes.certificates import server_context
 
 HEAD = (
     b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/20\r\n"
@@ -29,6 +34,27 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield client, server
     client.close()
     server.close()
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected client and server over TCP on 127.0.0.1 (low-water marks are TCP's)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    yield client, server
+    client.close()
+    server.close()
+
+
+def wakes(sock: socket.socket, timeout: float = 0.2) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+def head_for(length: int) -> bytes:
+    return HEAD.replace(b"Length: 10", f"Length: {length}".encode())
 
 
 def accept(head: ResponseHead) -> None:
@@ -122,3 +148,98 @@ def test_an_idle_connection_closed_by_the_server_is_not_reused(
     assert is_reusable(client)
     server.close()
     assert not is_reusable(client)
+
+
+def test_a_body_wakes_the_reader_once_a_mib_has_come_or_all_that_is_left(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    body = bytes(range(256)) * (6 * 1024 + 4)  # 1.5 MiB and a bit
+    buffer = bytearray(len(body))
+    read = RangeRead(client, b"GET / HTTP/1.1\r\n\r\n", memoryview(buffer), accept, 5)
+    server.sendall(head_for(len(body)) + body[:1000])
+    assert wakes(client)
+    assert not read.on_readable()
+    sent = 1000
+    server.sendall(body[sent : sent + LOW_WATER // 2])
+    sent += LOW_WATER // 2
+    assert not wakes(client)  # half a MiB: not worth waking for
+    server.sendall(body[sent : sent + LOW_WATER // 2])
+    sent += LOW_WATER // 2
+    assert wakes(client)
+    assert not read.on_readable()
+    server.sendall(body[sent:-1])
+    assert not wakes(client)  # the rest is less than a MiB: all of it, then
+    server.sendall(body[-1:])
+    assert wakes(client)
+    assert read.on_readable()
+    assert buffer == body
+
+
+def test_a_hurried_read_wakes_for_every_byte(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = tcp_pair
+    buffer = bytearray(3 * LOW_WATER)
+    read = RangeRead(client, b"GET / HTTP/1.1\r\n\r\n", memoryview(buffer), accept, 5)
+    server.sendall(head_for(len(buffer)))
+    assert wakes(client)
+    read.on_readable()
+    read.hurry()
+    server.sendall(b"x")
+    assert wakes(client)
+    read.on_readable()
+    assert read.received == 1
+    server.sendall(b"y")
+    assert wakes(client)  # and stays hurried
+
+
+class BioServer:
+    """The server end of a TLS connection whose records can be sent split anywhere."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self.sock = sock
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._in, self._out, server_side=True)
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self._out.read())
+                self._in.write(self.sock.recv(65536))
+                continue
+            self.sock.sendall(self._out.read())  # Finished, and TLS 1.3's session tickets
+            return
+
+    def encrypt(self, data: bytes) -> bytes:
+        self._tls.write(data)
+        return self._out.read()
+
+
+def test_under_tls_the_last_part_of_a_body_wakes_the_reader_even_mid_record(
+    tcp_pair: tuple[socket.socket, socket.socket], tmp_path: Path
+) -> None:
+    # OpenSSL takes what it can of a record from the kernel and keeps it until the rest
+    # comes: a mark of "all that is left" would then wait for bytes that never come.
+    client, server = tcp_pair
+    context, certificate = server_context(tmp_path)
+    bio_server = BioServer(server, context)
+    handshake = threading.Thread(target=bio_server.handshake)
+    handshake.start()
+    tls = ssl.create_default_context(cafile=str(certificate)).wrap_socket(
+        client, server_hostname="127.0.0.1"
+    )
+    handshake.join()
+    body = bytes(range(256)) * (5 * 1024 + 3)  # 1.25 MiB and a bit: 81 records
+    ciphertext = bio_server.encrypt(head_for(len(body)) + body)
+    buffer = bytearray(len(body))
+    read = RangeRead(tls, b"GET / HTTP/1.1\r\n\r\n", memoryview(buffer), accept, 5)
+    for start, end in ((0, 4000), (4000, LOW_WATER + 77_777), (LOW_WATER + 77_777, -10)):
+        server.sendall(ciphertext[start:end])
+        assert wakes(tls, timeout=2), f"no wake-up after byte {end} of {len(ciphertext)}"
+        assert not read.on_readable()
+    server.sendall(ciphertext[-10:])
+    assert wakes(tls, timeout=2)
+    assert read.on_readable()
+    assert buffer == body
+    tls.close()
