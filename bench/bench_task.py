@@ -33,7 +33,11 @@ takes less of the cores from them; the load average before and after is printed.
 
 Run as root on a machine with cgroup v1 (`make bench`, or):
     venv/bin/python bench/bench_task.py --task-python venv-task/bin/python
-        [--runs 3] [--vcpus 0.25 1] [--sizes-mib 256 1024] [--per-connection-mbps 90]
+        [--runs 3] [--vcpus 0.25 1] [--sizes-mib 256 1024] [--per-connection-mbps 90] [--tls]
+
+The server speaks plain HTTP by default, as when the targets were set. With --tls it speaks
+HTTPS, as S3 does for the job on AWS (botocore's default, and the bucket policy's rule): every
+reader then also decrypts, and the same targets are checked.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +68,12 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 from cpu_quota import Confined, QuotaUnavailableError, run_confined  # noqa: E402
 from paced_s3 import (  # noqa: E402
+    CERTIFICATE,
     MIB,
     PatternReader,
     list_moto_modules_once,
     paced_s3,
+    self_signed_tls,
     share_stored_bytes_in_moto,
 )
 
@@ -341,6 +348,12 @@ def main() -> int:
     )
     parser.add_argument("--per-connection-mbps", type=float, default=90.0)
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the server speaks HTTPS (a self-signed certificate the readers trust), as S3 "
+        "does for the job on AWS; by default plain HTTP, as the targets were set",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=-10,
@@ -368,15 +381,23 @@ def main() -> int:
         "load average before: " + " ".join(f"{load:.2f}" for load in os.getloadavg())
     )
     print(
-        f"server: moto on 127.0.0.1 in this process (outside every quota), each connection "
+        f"server: moto on 127.0.0.1 in this process (outside every quota), "
+        f"{'HTTPS' if args.tls else 'plain HTTP'}, each connection "
         f"paced to {args.per_connection_mbps:g} MB/s; readers confined by a CFS quota; "
         f"server and readers at nice {os.getpriority(os.PRIO_PROCESS, 0)}"
     )
     runs: list[Run] = []
     began = time.monotonic()
     try:
-        with paced_s3(args.per_connection_mbps) as (url, meter):
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-task-") as folder,
+            paced_s3(
+                args.per_connection_mbps, self_signed_tls(Path(folder)) if args.tls else None
+            ) as (url, meter),
+        ):
             point_at_emulator(os.environ, url)
+            if args.tls:  # botocore, and the awscrt reader, trust what this names
+                os.environ["AWS_CA_BUNDLE"] = str(Path(folder) / CERTIFICATE)
             env = dict(os.environ)
             s3 = boto3.client("s3")
             s3.create_bucket(Bucket=BUCKET)

@@ -17,15 +17,19 @@ from __future__ import annotations
 import io
 import os
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 MIB = 1024 * 1024
 MB = 1_000_000
 PIECE = 1024 * 1024  # bytes sent per pacing step: 11.7 ms at 90 MB/s
+CERTIFICATE = "cert.pem"  # in self_signed_tls's folder
 
 
 class PatternReader(io.RawIOBase):
@@ -141,8 +145,13 @@ def list_moto_modules_once() -> None:
 
 
 @contextmanager
-def paced_s3(per_connection_mbps: float) -> Iterator[tuple[str, Meter]]:
-    """moto's server on a free 127.0.0.1 port in this process, paced; always stopped."""
+def paced_s3(
+    per_connection_mbps: float, tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, Meter]]:
+    """moto's server on a free 127.0.0.1 port in this process, paced; always stopped.
+
+    With `tls` (a server context, see `self_signed_tls`) it speaks HTTPS, as S3 does.
+    """
     import logging
 
     from moto.moto_server.werkzeug_app import (
@@ -163,13 +172,38 @@ def paced_s3(per_connection_mbps: float) -> Iterator[tuple[str, Meter]]:
             self.wfile = PacedWriter(self.connection, rate, meter)
 
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=PacedHandler)
+    server = make_server(
+        "127.0.0.1", 0, app, threaded=True, request_handler=PacedHandler, ssl_context=tls
+    )
     thread = threading.Thread(target=server.serve_forever, name="paced-s3", daemon=True)
     thread.start()
     try:
         host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}", meter
+        yield f"{'http' if tls is None else 'https'}://{host!s}:{port}", meter
     finally:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def self_signed_tls(folder: Path) -> ssl.SSLContext:
+    """A server TLS context for 127.0.0.1; clients must trust `folder / CERTIFICATE`.
+
+    An ECDSA P-256 certificate made by the openssl command; TLS 1.2 and up.
+    """
+    certificate, key = folder / CERTIFICATE, folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-addext", "basicConstraints=critical,CA:TRUE"),
+            *("-keyout", str(key), "-out", str(certificate)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate, key)
+    return context

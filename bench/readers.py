@@ -56,6 +56,7 @@ def awscrt(bucket: str, key: str) -> str:
 
     from awscrt.auth import AwsCredentialsProvider
     from awscrt.http import HttpHeaders, HttpRequest
+    from awscrt.io import ClientTlsContext, TlsContextOptions
     from awscrt.s3 import (
         S3Client,
         S3RequestTlsMode,
@@ -67,9 +68,15 @@ def awscrt(bucket: str, key: str) -> str:
 
     endpoint = urlsplit(os.environ["AWS_ENDPOINT_URL"])  # the bench's server, path-style
     region = os.environ.get("AWS_REGION", "us-east-1")
+    tls = None
+    if os.environ.get("AWS_CA_BUNDLE"):  # the bench's own certificate, as botocore trusts it
+        options = TlsContextOptions()
+        options.override_default_trust_store_from_path(None, os.environ["AWS_CA_BUNDLE"])
+        tls = ClientTlsContext(options).new_connection_options()
     client = S3Client(
         region=region,
         tls_mode=S3RequestTlsMode.DISABLED if endpoint.scheme == "http" else None,
+        tls_connection_options=tls,
         signing_config=create_default_s3_signing_config(
             region=region, credential_provider=AwsCredentialsProvider.new_default_chain()
         ),
