@@ -14,9 +14,9 @@ Two ways to read the ranges, with the same guarantees:
   (`task.http_ranges`), waking once per MiB that has arrived: one copy by the kernel (and one
   out of the TLS layer), one into each 1 MiB chunk, and no thread hand-offs. The request is a
   presigned GetObject URL made by the boto3 client, so the endpoint, addressing, credentials
-  and signature are boto3's. Any surprise on a range (an
-  error status, a refused or reset connection, a stall) reads that range again through
-  boto3 (`_fetch`), so botocore's retries, errors and messages apply exactly as before.
+  and signature are boto3's. Any surprise on a range (an error status, a refused or reset
+  connection, a stall) reads that range again through boto3 (`_fetch`), so botocore's
+  retries, errors and messages apply exactly as before.
 - Through boto3's `get_object` in a thread pool, when a proxy or a client certificate is
   configured (the direct reads use neither) or the client cannot presign.
 """
