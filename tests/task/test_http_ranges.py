@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import ssl
@@ -13,6 +14,7 @@ import pytest
 
 from task.http_ranges import (
     LOW_WATER,
+    Endpoint,
     RangeFailed,
     RangeRead,
     ResponseHead,
@@ -206,7 +208,10 @@ class BioServer:
                 self._tls.do_handshake()
             except ssl.SSLWantReadError:
                 self.sock.sendall(self._out.read())
-                self._in.write(self.sock.recv(65536))
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionAbortedError("the client left during the handshake") from None
+                self._in.write(data)
                 continue
             self.sock.sendall(self._out.read())  # Finished, and TLS 1.3's session tickets
             return
@@ -216,11 +221,11 @@ class BioServer:
         return self._out.read()
 
 
-def test_under_tls_the_last_part_of_a_body_wakes_the_reader_even_mid_record(
+@pytest.fixture
+def tls_pair(
     tcp_pair: tuple[socket.socket, socket.socket], tmp_path: Path
-) -> None:
-    # OpenSSL takes what it can of a record from the kernel and keeps it until the rest
-    # comes: a mark of "all that is left" would then wait for bytes that never come.
+) -> tuple[ssl.SSLSocket, BioServer]:
+    """A client TLS socket that trusts the server, handshake done, and the server end."""
     client, server = tcp_pair
     context, certificate = server_context(tmp_path)
     bio_server = BioServer(server, context)
@@ -230,16 +235,52 @@ def test_under_tls_the_last_part_of_a_body_wakes_the_reader_even_mid_record(
         client, server_hostname="127.0.0.1"
     )
     handshake.join()
+    return tls, bio_server
+
+
+def test_under_tls_the_last_part_of_a_body_wakes_the_reader_even_mid_record(
+    tls_pair: tuple[ssl.SSLSocket, BioServer],
+) -> None:
+    # OpenSSL holds the start of a record until the rest comes: a mark of "all that is
+    # left" would then wait for bytes that never come.
+    tls, server = tls_pair
     body = bytes(range(256)) * (5 * 1024 + 3)  # 1.25 MiB and a bit: 81 records
-    ciphertext = bio_server.encrypt(head_for(len(body)) + body)
+    ciphertext = server.encrypt(head_for(len(body)) + body)
     buffer = bytearray(len(body))
     read = RangeRead(tls, b"GET / HTTP/1.1\r\n\r\n", memoryview(buffer), accept, 5)
     for start, end in ((0, 4000), (4000, LOW_WATER + 77_777), (LOW_WATER + 77_777, -10)):
-        server.sendall(ciphertext[start:end])
+        server.sock.sendall(ciphertext[start:end])
         assert wakes(tls, timeout=2), f"no wake-up after byte {end} of {len(ciphertext)}"
         assert not read.on_readable()
-    server.sendall(ciphertext[-10:])
+    server.sock.sendall(ciphertext[-10:])
     assert wakes(tls, timeout=2)
     assert read.on_readable()
     assert buffer == body
-    tls.close()
+
+
+def test_under_tls_a_body_cut_off_says_how_much_came(
+    tls_pair: tuple[ssl.SSLSocket, BioServer],
+) -> None:
+    tls, server = tls_pair
+    read = RangeRead(tls, b"GET / HTTP/1.1\r\n\r\n", memoryview(bytearray(10)), accept, 5)
+    cut_off = [server.encrypt(HEAD + b"01234"), b""]  # closed with no TLS close_notify
+    with pytest.raises(RangeFailed, match="closed after 5 of 10 body bytes"):
+        read_all(read, server.sock, cut_off)
+
+
+def test_a_server_whose_certificate_is_not_trusted_is_refused(tmp_path: Path) -> None:
+    context, _certificate = server_context(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            server, _ = listener.accept()
+            with server, contextlib.suppress(OSError):
+                BioServer(server, context).handshake()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        port = listener.getsockname()[1]
+        endpoint = Endpoint("127.0.0.1", port, f"127.0.0.1:{port}", ssl.create_default_context())
+        with pytest.raises(RangeFailed, match="certificate verify failed"):
+            endpoint.connect(timeout=5)
+        thread.join()
