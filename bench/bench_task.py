@@ -53,7 +53,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +67,10 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 
 from cpu_quota import Confined, QuotaUnavailableError, run_confined  # noqa: E402
 from paced_s3 import (  # noqa: E402
-    CERTIFICATE,
     MIB,
     PatternReader,
     list_moto_modules_once,
     paced_s3,
-    self_signed_tls,
     share_stored_bytes_in_moto,
 )
 
@@ -389,15 +386,10 @@ def main() -> int:
     runs: list[Run] = []
     began = time.monotonic()
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-task-") as folder,
-            paced_s3(
-                args.per_connection_mbps, self_signed_tls(Path(folder)) if args.tls else None
-            ) as (url, meter),
-        ):
+        with paced_s3(args.per_connection_mbps, tls=args.tls) as (url, meter, certificate):
             point_at_emulator(os.environ, url)
-            if args.tls:  # botocore, and the awscrt reader, trust what this names
-                os.environ["AWS_CA_BUNDLE"] = str(Path(folder) / CERTIFICATE)
+            if certificate is not None:  # botocore, and the awscrt reader, trust what this names
+                os.environ["AWS_CA_BUNDLE"] = str(certificate)
             env = dict(os.environ)
             s3 = boto3.client("s3")
             s3.create_bucket(Bucket=BUCKET)

@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,6 @@ from typing import Any, cast
 MIB = 1024 * 1024
 MB = 1_000_000
 PIECE = 1024 * 1024  # bytes sent per pacing step: 11.7 ms at 90 MB/s
-CERTIFICATE = "cert.pem"  # in self_signed_tls's folder
 
 
 class PatternReader(io.RawIOBase):
@@ -146,12 +146,22 @@ def list_moto_modules_once() -> None:
 
 @contextmanager
 def paced_s3(
-    per_connection_mbps: float, tls: ssl.SSLContext | None = None
-) -> Iterator[tuple[str, Meter]]:
+    per_connection_mbps: float, *, tls: bool = False
+) -> Iterator[tuple[str, Meter, Path | None]]:
     """moto's server on a free 127.0.0.1 port in this process, paced; always stopped.
 
-    With `tls` (a server context, see `self_signed_tls`) it speaks HTTPS, as S3 does.
+    Yields its URL, its meter, and with `tls` (HTTPS, as S3 speaks) the certificate file that
+    clients must trust; without, None.
     """
+    with tempfile.TemporaryDirectory(prefix="paced-s3-") as folder:
+        certificate = Path(folder) / "cert.pem" if tls else None
+        context = None if certificate is None else self_signed_tls(certificate)
+        with _serving(per_connection_mbps, context) as (url, meter):
+            yield url, meter, certificate
+
+
+@contextmanager
+def _serving(per_connection_mbps: float, tls: ssl.SSLContext | None) -> Iterator[tuple[str, Meter]]:
     import logging
 
     from moto.moto_server.werkzeug_app import (
@@ -186,12 +196,12 @@ def paced_s3(
         thread.join(10)
 
 
-def self_signed_tls(folder: Path) -> ssl.SSLContext:
-    """A server TLS context for 127.0.0.1; clients must trust `folder / CERTIFICATE`.
+def self_signed_tls(certificate: Path) -> ssl.SSLContext:
+    """A server TLS context for 127.0.0.1, its certificate written to `certificate`.
 
-    An ECDSA P-256 certificate made by the openssl command; TLS 1.2 and up.
+    An ECDSA P-256 certificate made by the openssl command (its key beside it); TLS 1.2 and up.
     """
-    certificate, key = folder / CERTIFICATE, folder / "key.pem"
+    key = certificate.with_name("key.pem")
     subprocess.run(
         [
             *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
