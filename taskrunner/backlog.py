@@ -1,12 +1,11 @@
-"""The backlog: an SQS queue where uploads wait for capacity, consumed by the runner itself.
+"""The backlog: an SQS queue for uploads the job table could not take, consumed by the runner.
 
-An upload that cannot start now (ECS capacity, throttling, the account's quota, the task cap,
-a lost answer) is parked as a one-record S3 event. The event source mapping hands it back in
-batches; each time it still cannot start, it is made invisible for a longer while (doubling up
-to `max_retry_seconds`, jittered so a big batch does not come back at once) and reported in
-`batchItemFailures`. It may wait as long as the queue keeps it. Only what waiting cannot mend
-(ECS rejects the request, the message is not an upload, it waited 13 days) is moved to the
-dead-letter queue, at once and saying why.
+Waiting for a task slot happens in the job table (scheduler.py), not here. An upload comes
+here only when recording its job failed (DynamoDB throttling or unavailable, after botocore's
+retries): it is parked as a one-record S3 event and the event source mapping hands it back. If
+recording fails again, it is hidden for a longer while (doubling, jittered, up to
+`max_retry_seconds`): a failing dependency is given room. It may wait as long as the queue keeps
+it; at 13 days, or SQS's most receives, it goes to the dead-letter queue with the reason.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
-from outcomes import RecordResult
 from runner_settings import RunnerSettings
 from services import Services
 from upload_events import REDRIVE_FIELD, BacklogMessage
@@ -26,24 +23,15 @@ from upload_events import REDRIVE_FIELD, BacklogMessage
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef
 
-# The backlog queue's maxReceiveCount (infra/runner.py sets the same): SQS's largest. Every
-# deferral is a receive, so the longest delay must keep 13 days of waiting under this count.
+# The backlog queue's maxReceiveCount (infra/runner.py sets the same): SQS's largest.
 MAX_RECEIVES = 1000
 # The queue keeps a message 14 days from when it was parked; a day less leaves room for the
 # longest delay, so an upload is dead-lettered by the runner (saying why), never expired.
 MAX_WAIT_SECONDS = 13 * 24 * 3600
-# After a passing fault the delay grows to four times the first at most (2 minutes by default).
-PASSING_FAULT_ATTEMPTS = 3
 SQS_BATCH = 10  # entries per ChangeMessageVisibilityBatch call
 MAX_MESSAGE_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds on a new message
 MAX_REASON_CHARACTERS = 4000
 REASON_ATTRIBUTE = "reason"
-# How long the oldest upload still waiting has waited: an embedded-metric log line that
-# CloudWatch turns into a metric, watched by the backlog's alarm (infra/monitoring.py has the
-# same names). SQS's ApproximateAgeOfOldestMessage skips messages received three times or more.
-METRIC_NAMESPACE = "S3FargateJobs"
-WAIT_METRIC = "OldestWaitSeconds"
-METRIC_DIMENSION = "Backlog"
 
 
 class BatchItemFailure(TypedDict):
@@ -66,7 +54,7 @@ def retry_delay(attempt: int, settings: RunnerSettings, rng: random.Random) -> i
 
 
 def parked_body(record: object, redrive_of: object) -> str:
-    """The message for one upload: the record as S3 sent it, so its token is unchanged."""
+    """The message for one upload: the record as S3 sent it, so its job id is unchanged."""
     event: dict[str, Any] = {"Records": [record]}
     if isinstance(redrive_of, str) and redrive_of:
         event[REDRIVE_FIELD] = redrive_of
@@ -74,15 +62,9 @@ def parked_body(record: object, redrive_of: object) -> str:
 
 
 def park(
-    record: object,
-    why: RecordResult,
-    settings: RunnerSettings,
-    services: Services,
-    *,
-    redrive_of: object = None,
-) -> RecordResult:
-    """Send an upload that must wait to the backlog; `failed` (naming why) if SQS refuses."""
-    upload = why.upload
+    record: object, redrive_of: object, settings: RunnerSettings, services: Services
+) -> str | None:
+    """Send an upload to the backlog; None once sent, else why SQS refused it."""
     delay = min(MAX_MESSAGE_DELAY_SECONDS, retry_delay(1, settings, services.rng))
     try:
         services.sqs.send_message(
@@ -91,86 +73,38 @@ def park(
             DelaySeconds=delay,
         )
     except (ClientError, BotoCoreError) as error:
-        return RecordResult(
-            "failed", upload, reason=f"{why.reason}; parking it in the backlog failed: {error}"
-        )
-    return RecordResult(
-        "parked",
-        upload,
-        reason=f"waits in the backlog, next try in {delay} s: {why.reason}",
-        maybe_started=why.maybe_started,
-    )
+        return str(error)
+    return None
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What becomes of one backlog message: done (deleted), deferred, or dead-lettered."""
-
-    message: BacklogMessage
-    action: str  # "done", "defer", "dead-letter"
-    reason: str = ""
-    attempt: int = 1  # the delay before the next try is retry_delay(attempt)
-
-
-def decide(
-    message: BacklogMessage, results: list[RecordResult], now: float, reasons: list[str]
-) -> Verdict:
-    """One message's fate from its uploads' results (and problems found reading it)."""
-    failed = [r.reason or r.outcome for r in results if r.outcome == "failed"] + reasons
-    if failed:
-        return Verdict(message, "dead-letter", "; ".join(failed))
-    waiting = [r.reason or "waiting" for r in results if r.outcome == "waiting"]
-    if not waiting:
-        return Verdict(message, "done")
+def give_up_reason(message: BacklogMessage, now: float, why: str) -> str | None:
+    """Why a message that still cannot be recorded must go to the dead-letter queue, or None."""
     waited = now - message.sent_at
     if waited >= MAX_WAIT_SECONDS:
-        days = waited / 86400
-        return Verdict(
-            message,
-            "dead-letter",
-            f"waited {days:.1f} days in the backlog without capacity (the queue keeps messages "
-            f"14 days): {waiting[0]}",
-        )
+        return f"waited {waited / 86400:.1f} days in the backlog (the queue keeps 14): {why}"
     if message.receive_count >= MAX_RECEIVES:
-        return Verdict(
-            message,
-            "dead-letter",
+        return (
             f"tried {message.receive_count} times, the backlog's most (SQS would move it on the "
-            f"next receive): {waiting[0]}",
+            f"next receive): {why}"
         )
-    return Verdict(message, "defer", waiting[0], attempt=_next_attempt(message, results))
+    return None
 
 
-def _next_attempt(message: BacklogMessage, results: list[RecordResult]) -> int:
-    """How far the delay has grown: with every try while the upload waits its turn; only up
-    to the third for a passing fault; not at all after a lost answer, since until ECS is asked
-    again the cap keeps a place for a task that may be running."""
-    waiting = [r for r in results if r.outcome == "waiting"]
-    if any(r.maybe_started for r in waiting):
-        return 1
-    grown = message.receive_count + 1
-    if all(r.full for r in waiting):
-        return grown
-    return min(grown, PASSING_FAULT_ATTEMPTS)
-
-
-def defer(verdicts: list[Verdict], settings: RunnerSettings, services: Services) -> dict[str, int]:
-    """Make each deferred message invisible for its next delay; message id -> delay set.
+def defer(
+    messages: list[BacklogMessage], settings: RunnerSettings, services: Services
+) -> dict[str, int]:
+    """Hide each message for its next delay; message id -> delay set.
 
     A message whose visibility could not be changed still comes back, after the queue's
     visibility timeout: it is reported as a batch item failure either way.
     """
     entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = []
     delays: dict[str, int] = {}
-    for number, verdict in enumerate(verdicts):
-        delay = retry_delay(verdict.attempt, settings, services.rng)
-        delays[verdict.message.message_id] = delay
+    for number, message in enumerate(messages):
+        delay = retry_delay(message.receive_count + 1, settings, services.rng)
+        delays[message.message_id] = delay
         entries.append(
-            {
-                "Id": str(number),
-                "ReceiptHandle": verdict.message.receipt_handle,
-                "VisibilityTimeout": delay,
-            }
+            {"Id": str(number), "ReceiptHandle": message.receipt_handle, "VisibilityTimeout": delay}
         )
     for start in range(0, len(entries), SQS_BATCH):
         try:
@@ -179,23 +113,25 @@ def defer(verdicts: list[Verdict], settings: RunnerSettings, services: Services)
             )
         except (ClientError, BotoCoreError):
             for entry in entries[start : start + SQS_BATCH]:
-                delays.pop(verdicts[int(entry["Id"])].message.message_id, None)
+                delays.pop(messages[int(entry["Id"])].message_id, None)
             continue
         for failed in answer.get("Failed", []):
-            delays.pop(verdicts[int(failed["Id"])].message.message_id, None)
+            delays.pop(messages[int(failed["Id"])].message_id, None)
     return delays
 
 
-def dead_letter(verdict: Verdict, settings: RunnerSettings, services: Services) -> bool:
+def dead_letter(
+    message: BacklogMessage, reason: str, settings: RunnerSettings, services: Services
+) -> bool:
     """Move a message to the dead-letter queue, its reason attached; False if SQS refused."""
     try:
         services.sqs.send_message(
             QueueUrl=settings.dead_letter_queue_url,
-            MessageBody=verdict.message.body,
+            MessageBody=message.body,
             MessageAttributes={
                 REASON_ATTRIBUTE: {
                     "DataType": "String",
-                    "StringValue": verdict.reason[:MAX_REASON_CHARACTERS] or "unknown",
+                    "StringValue": reason[:MAX_REASON_CHARACTERS] or "unknown",
                 }
             },
         )
@@ -204,7 +140,7 @@ def dead_letter(verdict: Verdict, settings: RunnerSettings, services: Services) 
     return True
 
 
-def parse_body(message: BacklogMessage) -> tuple[object, str | None]:
+def parse_body(message: BacklogMessage) -> tuple[Mapping[str, Any] | None, str | None]:
     """The S3 event a backlog message carries, or (None, why it is not one)."""
     try:
         event = json.loads(message.body)
@@ -216,23 +152,3 @@ def parse_body(message: BacklogMessage) -> tuple[object, str | None]:
             "runner parked"
         )
     return event, None
-
-
-def wait_metric(queue_url: str, waited_seconds: float, now: float) -> str:
-    """The embedded-metric-format line for how long the oldest deferred upload has waited."""
-    return json.dumps(
-        {
-            "_aws": {
-                "Timestamp": int(now * 1000),
-                "CloudWatchMetrics": [
-                    {
-                        "Namespace": METRIC_NAMESPACE,
-                        "Dimensions": [[METRIC_DIMENSION]],
-                        "Metrics": [{"Name": WAIT_METRIC, "Unit": "Seconds"}],
-                    }
-                ],
-            },
-            METRIC_DIMENSION: queue_url.rstrip("/").rsplit("/", 1)[-1],
-            WAIT_METRIC: round(waited_seconds),
-        }
-    )

@@ -1,20 +1,27 @@
-"""Lambda entry point (handler string `handler.handler`): one Fargate task per S3 upload.
+"""Lambda entry point (handler string `handler.handler`): one job, and one Fargate task at a
+time, per S3 upload.
 
-S3 invokes it with upload events; the backlog's event source mapping invokes it with batches of
-uploads that had to wait. Settings and the ECS client are made once per container, at import,
-so a warm invocation pays for neither; a missing or invalid setting fails the container's start
-with a message naming it.
+Four kinds of event reach it, each handled by its own module:
+- S3's upload notification (uploads.handle_uploads): record each upload's job, fill free slots;
+- a batch from the backlog queue (uploads.handle_backlog): uploads the job table could not take;
+- ECS's task state change, through EventBridge (task_events): a task stopped, its slot is free;
+- the sweep's schedule, once a minute (sweep): what no event said.
+Settings and the ECS client are made once per container, at import, so a warm invocation pays
+for neither; a missing or invalid setting fails the container's start with a message naming it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from backlog import BatchResponse
-from dispatch import Summary, process_event
-from runner_settings import load_settings
+from runner_settings import RunnerSettings, load_settings
 from services import Services, make_ecs_client
+from sweep import handle_sweep, is_sweep_event
+from task_events import handle_task_event, is_task_event
+from upload_events import is_backlog_event
+from uploads import handle_backlog, handle_uploads
 
 SETTINGS = load_settings(os.environ)
 SERVICES = Services(make_ecs_client())
@@ -24,14 +31,32 @@ class LambdaContext(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
 
-def handler(event: object, context: LambdaContext | None) -> Summary | BatchResponse:
-    """Start a task per upload; say what was started, skipped and parked.
+def route(
+    event: Any,
+    settings: RunnerSettings,
+    services: Services,
+    *,
+    remaining_ms: Callable[[], int] | None = None,
+) -> Any:
+    """The module for the event's kind; anything else is taken for an S3 event (which names
+    what is wrong with it)."""
+    if is_task_event(event):
+        return handle_task_event(event, settings, services, remaining_ms=remaining_ms)
+    if is_sweep_event(event):
+        return handle_sweep(event, settings, services, remaining_ms=remaining_ms)
+    if is_backlog_event(event):
+        return handle_backlog(event, settings, services, remaining_ms=remaining_ms)
+    return handle_uploads(event, settings, services, remaining_ms=remaining_ms)
 
-    For an S3 event: the summary; raises ValueError for a malformed event and
-    TasksNotStartedError when an upload got no task and waiting cannot mend it, after trying
-    every record, so that Lambda retries and finally dead-letters the event. For a backlog
-    batch: `{"batchItemFailures": [...]}`, the messages to try again later.
-    `context` may be None (a redrive or a test calling in-process): then time is not limited.
+
+def handler(event: object, context: LambdaContext | None) -> Any:
+    """Handle one event of any of the four kinds.
+
+    For an S3 event: the summary (started, waiting, skipped, parked); raises ValueError for a
+    malformed event and TasksNotStartedError when an upload got no job, after trying every
+    record, so that Lambda retries and finally dead-letters the event. For a backlog batch:
+    `{"batchItemFailures": [...]}`. `context` may be None (a redrive or a test calling
+    in-process): then time is not limited.
     """
     remaining_ms = context.get_remaining_time_in_millis if context is not None else None
-    return process_event(event, SETTINGS, SERVICES, remaining_ms=remaining_ms)
+    return route(event, SETTINGS, SERVICES, remaining_ms=remaining_ms)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
+
+from retry_policy import RetryRules
 
 AssignPublicIp = Literal["ENABLED", "DISABLED"]
 CapacityProvider = Literal["FARGATE", "FARGATE_SPOT"]
@@ -15,13 +17,25 @@ CAPACITY_PROVIDERS: tuple[CapacityProvider, ...] = ("FARGATE", "FARGATE_SPOT")
 MAX_SUBNETS = 16  # awsvpcConfiguration limits
 MAX_SECURITY_GROUPS = 5
 MAX_CONCURRENT_TASKS = 100_000  # far above any account's Fargate quota; 0 means no cap
-# How long a parked upload waits before its first retry, and the most it waits between two:
-# the delay doubles from the first to the second. SQS delays a new message by at most 900 s
-# and keeps a received one invisible for at most 12 h.
+# An upload the job table could not take waits in the backlog queue: first retry after this
+# long, doubling to the most. SQS delays a new message by at most 900 s. A received message can
+# be hidden for at most 12 h counted from its receipt (ChangeMessageVisibility), and up to the
+# function's timeout (120 s) plus the mapping's batching window (10 s) pass before the runner
+# asks: 43,200 s itself is always refused, 43,000 leaves those 130 s and more.
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 3600
 FIRST_RETRY_BOUNDS = (1, 900)
-MAX_RETRY_BOUNDS = (1, 43_200)
+MAX_RETRY_BOUNDS = (1, 43_000)
+# Batch's limits for a job's attempts (retryStrategy.attempts: 1 to 10).
+MAX_ATTEMPTS_BOUNDS = (1, 10)
+DEFAULT_MAX_ATTEMPTS = 3
+# How long a job may wait for a slot: from 10 minutes (Batch's least, for RUNNABLE jobs) to the
+# 14 days the queues keep a failure for a redrive.
+WAIT_TIMEOUT_BOUNDS = (600, 14 * 24 * 3600)
+DEFAULT_WAIT_TIMEOUT_SECONDS = 14 * 24 * 3600
+RECORD_DAYS_BOUNDS = (1, 3650)
+DEFAULT_RECORD_DAYS = 30
+TASK_TIMEOUT_BOUNDS = (0, 30 * 24 * 3600)  # 0: no limit
 
 _CLUSTER_ARN = re.compile(r"arn:[a-z-]+:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}")
 _TASK_DEFINITION_ARN = re.compile(
@@ -33,6 +47,8 @@ _SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]+")
 # https://sqs.<region>.amazonaws.com/<account>/<name>, or an emulator's http://host:port/...
 _QUEUE_URL = re.compile(r"https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}")
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_LOG_GROUP = re.compile(r"[A-Za-z0-9_/.#-]{1,512}")
+_EXIT_CODE = re.compile(r"\d{1,3}")
 
 
 _Choice = TypeVar("_Choice", bound=str)
@@ -44,7 +60,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """Where and how the runner starts tasks."""
+    """Where and how the runner starts tasks, and what it does when they stop."""
 
     cluster_arn: str
     task_definition_arn: str
@@ -56,8 +72,14 @@ class RunnerSettings:
     result_prefix: str
     backlog_queue_url: str
     dead_letter_queue_url: str
+    failed_jobs_queue_url: str
+    state_table: str  # the job records, and the scheduler's slots
     max_concurrent_tasks: int = 0  # 0: only the account's own limits
-    state_table: str | None = None  # the cap's lock and started-upload ledger (with a cap)
+    task_timeout_seconds: int | None = None  # None: no limit
+    retry: RetryRules = field(default_factory=RetryRules)
+    wait_timeout_seconds: int = DEFAULT_WAIT_TIMEOUT_SECONDS
+    record_days: int = DEFAULT_RECORD_DAYS
+    job_log_group: str | None = None  # where the job's logs go, for the log commands we print
     first_retry_seconds: int = FIRST_RETRY_SECONDS
     max_retry_seconds: int = MAX_RETRY_SECONDS
 
@@ -84,6 +106,15 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
             problems.append(f"{name}={raw!r} is invalid; allowed: {what}")
         return ids
 
+    def number(name: str, bounds: tuple[int, int], default: int | None) -> int:
+        found = _whole_number(environ, name, bounds, default, problems)
+        return 0 if found is None else found
+
+    def queue(name: str, what: str) -> str:
+        return matching(
+            name, _QUEUE_URL, f"the {what}'s URL (https://sqs.<region>.amazonaws.com/<account>/…)"
+        )
+
     cluster_arn = matching(
         "CLUSTER_ARN", _CLUSTER_ARN, "an ECS cluster ARN (arn:aws:ecs:<region>:<account>:cluster/…)"
     )
@@ -107,37 +138,30 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
             "RESULT_PREFIX is missing; set it to the non-empty key prefix the task writes "
             "results under (keys under it never start a task)"
         )
-    backlog_queue_url = matching(
-        "BACKLOG_QUEUE_URL",
-        _QUEUE_URL,
-        "the backlog queue's URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+    backlog_queue_url = queue("BACKLOG_QUEUE_URL", "backlog queue")
+    dead_letter_queue_url = queue("DEAD_LETTER_QUEUE_URL", "dead-letter queue")
+    failed_jobs_queue_url = queue("FAILED_JOBS_QUEUE_URL", "failed-jobs queue")
+    state_table = matching(
+        "STATE_TABLE",
+        _TABLE_NAME,
+        "the DynamoDB table of job records (3-255 letters, digits, '_', '-', '.')",
     )
-    dead_letter_queue_url = matching(
-        "DEAD_LETTER_QUEUE_URL",
-        _QUEUE_URL,
-        "the dead-letter queue's URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+    max_concurrent_tasks = number("MAX_CONCURRENT_TASKS", (0, MAX_CONCURRENT_TASKS), None)
+    task_timeout = number("TASK_TIMEOUT_SECONDS", TASK_TIMEOUT_BOUNDS, 0)
+    retry = RetryRules(
+        max_attempts=number("TASK_MAX_ATTEMPTS", MAX_ATTEMPTS_BOUNDS, DEFAULT_MAX_ATTEMPTS),
+        retry_exit_codes=_exit_codes(environ, "TASK_RETRY_EXIT_CODES", problems),
+        retry_timeouts=_flag(environ, "TASK_RETRY_TIMEOUTS", problems),
+        spot_fallback=_flag(environ, "SPOT_FALLBACK_TO_FARGATE", problems),
     )
-    max_concurrent_tasks = _whole_number(
-        environ, "MAX_CONCURRENT_TASKS", (0, MAX_CONCURRENT_TASKS), None, problems
-    )
-    state_table = environ.get("STATE_TABLE", "").strip() or None
-    if max_concurrent_tasks and state_table is None:
-        problems.append(
-            "STATE_TABLE is missing; with MAX_CONCURRENT_TASKS above 0 set it to the DynamoDB "
-            "table that holds the cap's lock"
-        )
-    elif state_table is not None and not _TABLE_NAME.fullmatch(state_table):
-        problems.append(
-            f"STATE_TABLE={state_table!r} is invalid; allowed: a DynamoDB table name "
-            "(3-255 letters, digits, '_', '-', '.')"
-        )
-    first_retry = _whole_number(
-        environ, "BACKLOG_FIRST_RETRY_SECONDS", FIRST_RETRY_BOUNDS, FIRST_RETRY_SECONDS, problems
-    )
-    max_retry = _whole_number(
-        environ, "BACKLOG_MAX_RETRY_SECONDS", MAX_RETRY_BOUNDS, MAX_RETRY_SECONDS, problems
-    )
-    if first_retry is not None and max_retry is not None and max_retry < first_retry:
+    wait_timeout = number("WAIT_TIMEOUT_SECONDS", WAIT_TIMEOUT_BOUNDS, DEFAULT_WAIT_TIMEOUT_SECONDS)
+    record_days = number("JOB_RECORD_DAYS", RECORD_DAYS_BOUNDS, DEFAULT_RECORD_DAYS)
+    job_log_group = environ.get("JOB_LOG_GROUP", "").strip() or None
+    if job_log_group is not None and not _LOG_GROUP.fullmatch(job_log_group):
+        problems.append(f"JOB_LOG_GROUP={job_log_group!r} is invalid; allowed: a log group name")
+    first_retry = number("BACKLOG_FIRST_RETRY_SECONDS", FIRST_RETRY_BOUNDS, FIRST_RETRY_SECONDS)
+    max_retry = number("BACKLOG_MAX_RETRY_SECONDS", MAX_RETRY_BOUNDS, MAX_RETRY_SECONDS)
+    if first_retry and max_retry and max_retry < first_retry:
         problems.append(
             f"BACKLOG_MAX_RETRY_SECONDS={max_retry} is below BACKLOG_FIRST_RETRY_SECONDS="
             f"{first_retry}; the longest wait between retries must be at least the first"
@@ -147,9 +171,6 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
     # _choice appended a problem (and we raised) unless both values are valid members.
     assert assign_public_ip is not None
     assert capacity_provider is not None
-    assert max_concurrent_tasks is not None
-    assert first_retry is not None
-    assert max_retry is not None
     return RunnerSettings(
         cluster_arn=cluster_arn,
         task_definition_arn=task_definition_arn,
@@ -161,8 +182,14 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
         result_prefix=result_prefix,
         backlog_queue_url=backlog_queue_url,
         dead_letter_queue_url=dead_letter_queue_url,
-        max_concurrent_tasks=max_concurrent_tasks,
+        failed_jobs_queue_url=failed_jobs_queue_url,
         state_table=state_table,
+        max_concurrent_tasks=max_concurrent_tasks,
+        task_timeout_seconds=task_timeout or None,
+        retry=retry,
+        wait_timeout_seconds=wait_timeout,
+        record_days=record_days,
+        job_log_group=job_log_group,
         first_retry_seconds=first_retry,
         max_retry_seconds=max_retry,
     )
@@ -203,3 +230,24 @@ def _whole_number(
         problems.append(f"{name}={value!r} is invalid; allowed: {allowed}")
         return None
     return int(value)
+
+
+def _flag(environ: Mapping[str, str], name: str, problems: list[str]) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    problems.append(f"{name}={environ[name]!r} is invalid; allowed: true or false")
+    return False
+
+
+def _exit_codes(environ: Mapping[str, str], name: str, problems: list[str]) -> frozenset[int]:
+    raw = environ.get(name, "")
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(_EXIT_CODE.fullmatch(part) and 1 <= int(part) <= 255 for part in parts):
+        problems.append(
+            f"{name}={raw!r} is invalid; allowed: comma-separated exit codes from 1 to 255"
+        )
+        return frozenset()
+    return frozenset(int(part) for part in parts)

@@ -1,9 +1,8 @@
 """The AWS clients, clock and randomness the runner works with, made once per container.
 
-ECS is needed by every invocation and made at import. SQS (parking an upload in the backlog)
-and DynamoDB (the task cap's lock) are made on first use, so the common cold start, an upload
-that starts its task at once without a cap, pays for neither. Tests and the simulation pass
-their own clients, clock, sleep and random source; the runner's code is the same.
+ECS is made at import; DynamoDB (the job records) and SQS (reports, the backlog) on first use.
+Tests and the simulation pass their own clients, clock, sleep and random source; the runner's
+code is the same.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from botocore.config import Config
+from job_store import JobStore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -76,6 +76,7 @@ class Services:
         # stdout, not the logger: CloudWatch reads a metric from a log event that is the
         # embedded-metric JSON itself, which Lambda's JSON log format would wrap.
         self.emit_metric = emit_metric or _print_line
+        self._stores: dict[tuple[str, int], JobStore] = {}
 
     @property
     def sqs(self) -> SQSClient:
@@ -88,6 +89,18 @@ class Services:
         if self._dynamodb is None:
             self._dynamodb = self._client("dynamodb")
         return self._dynamodb
+
+    def job_store(self, settings: Any) -> JobStore:
+        """The job table the settings name (one store per table, made on first use)."""
+        key = (settings.state_table, settings.record_days)
+        if key not in self._stores:
+            self._stores[key] = JobStore(
+                self.dynamodb,
+                settings.state_table,
+                record_days=settings.record_days,
+                sleep=self.sleep,
+            )
+        return self._stores[key]
 
     def _client(self, service: Literal["sqs", "dynamodb"]) -> Any:
         return boto3.client(service, config=self._config or client_config())

@@ -1,4 +1,4 @@
-"""S3 event notifications turned into typed upload records, and each upload's idempotency token.
+"""S3 event notifications turned into typed upload records, and each upload's job id.
 
 Pure functions: no AWS calls, no settings. A malformed event or record raises ValueError with a
 message saying which record and what is wrong, never a KeyError from deep inside.
@@ -6,9 +6,9 @@ message saying which record and what is wrong, never a KeyError from deep inside
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
@@ -18,10 +18,10 @@ SQS_EVENT_SOURCE = "aws:sqs"  # a batch from the backlog queue, through the even
 UPLOAD_EVENT_PREFIX = "ObjectCreated:"
 TEST_EVENT = "s3:TestEvent"
 # A versionId of "null" names the one unversioned object of a bucket whose versioning was
-# suspended: it is not unique per upload, so the token falls back to the sequencer.
+# suspended: it is not unique per upload, so the job id falls back to the sequencer.
 UNVERSIONED = "null"
-# Added to an event by `python -m jobctl redrive` when a failed task's upload needs a new task:
-# the failed task's ARN, folded into the token so the upload is not recognised as started.
+# Added to an event by `python -m jobctl redrive`: the failure it replays (the runner's report
+# names it), so that a failed job waits again once, however often the same message is replayed.
 REDRIVE_FIELD = "redriveOf"
 
 
@@ -210,22 +210,19 @@ def upload_identity(upload: Upload) -> tuple[str, ...] | None:
     return None
 
 
-@functools.lru_cache(maxsize=1024)  # asked for by the cap, the request and the log alike
-def client_token(upload: Upload) -> str | None:
-    """RunTask clientToken for the upload: 64 hex characters (within ECS's 33-126 range).
+def job_id(upload: Upload) -> str:
+    """The upload's job id: 32 hex characters, the same for every delivery of one upload.
 
-    Deterministic in bucket, key and upload identity, so a repeated delivery starts no second
-    task. None when the record carries no identity at all: then RunTask gets botocore's random
-    token, preferring a possible duplicate task to a silently skipped new upload.
+    Derived from bucket, key and upload identity, so a repeated delivery lands on the record the
+    first one made. A record with no identity at all gets a random id: a possible duplicate job
+    is preferred to a silently skipped new upload.
     """
     identity = upload_identity(upload)
-    if upload.redrive_of:
-        identity = (*(identity or ()), "redrive", upload.redrive_of)
     if identity is None:
-        return None
+        return uuid.uuid4().hex
     # JSON of a list keeps the fields apart: no key/identity split can collide with another.
     material = json.dumps([upload.bucket, upload.key, *identity])  # ASCII: \u-escaped
-    return hashlib.sha256(material.encode("ascii")).hexdigest()
+    return hashlib.sha256(material.encode("ascii")).hexdigest()[:32]
 
 
 def _mapping(

@@ -1,0 +1,621 @@
+"""The job records in DynamoDB: the one place a job's state is written.
+
+One on-demand table (it costs nothing while idle) holds a record per upload and two items of
+the scheduler's:
+- a job: pk `upload#<bucket>/<key>`, sk `job#<job id>`. Every write is conditional on the
+  `version` it read (`apply`), so of two invocations acting on one job only one succeeds.
+- `#scheduler`/`slots`: how many jobs hold a task slot (starting or running), changed in the
+  same transaction as the job that takes or frees one, so the count is exact and the cap is
+  never exceeded; and the account's task limit as ECS last stated it.
+- `#scheduler`/`stats`: running totals for `jobctl status` (best effort).
+
+Indexes, each sharded so that a burst's writes spread over partitions: `waiting` (jobs waiting,
+by the time they became ready: the scheduler takes the oldest), `sweep` (tasks under way and
+failures not yet reported: what the sweep looks at), `recent` (every job by the hour it was
+recorded, keys only: `jobctl jobs`). A job is in an index only while it has that index's key
+attributes, which the codec writes from its state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from job_record import Attempt, Job, slot_change
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+logger = logging.getLogger("taskrunner")
+
+SHARDS = 4  # per index; a deployed table's shards must never shrink (queries cover them all)
+WAITING_INDEX = "waiting"
+SWEEP_INDEX = "sweep"
+RECENT_INDEX = "recent"
+# Every index the table declares, with its key attributes: infra/runner.py creates them.
+INDEXES: Mapping[str, tuple[str, str]] = {
+    WAITING_INDEX: ("waitShard", "readyAt"),
+    SWEEP_INDEX: ("sweepShard", "sweepSince"),
+    RECENT_INDEX: ("recordedHour", "recordedAt"),
+}
+INDEX_PROJECTIONS: Mapping[str, str] = {
+    WAITING_INDEX: "ALL",
+    SWEEP_INDEX: "ALL",
+    RECENT_INDEX: "KEYS_ONLY",
+}
+PARTITION_KEY = "pk"
+SORT_KEY = "sk"
+TTL_ATTRIBUTE = "expiresAt"
+SCHEDULER = "#scheduler"
+SLOTS = {PARTITION_KEY: {"S": SCHEDULER}, SORT_KEY: {"S": "slots"}}
+STATS = {PARTITION_KEY: {"S": SCHEDULER}, SORT_KEY: {"S": "stats"}}
+QUERY_PAGE = 100
+BATCH_GET = 100  # BatchGetItem's limit
+CONFLICT_RETRIES = 3  # TransactionConflict: another transaction touched the slots item
+
+
+class StoreError(Exception):
+    """DynamoDB refused or failed a request (after botocore's retries); the message says how."""
+
+
+class Conflict(Exception):  # noqa: N818 - a situation, not a failure of ours
+    """The job changed since it was read (another invocation acted on it)."""
+
+
+class Full(Exception):  # noqa: N818
+    """No slot is free: the write that would take one was refused."""
+
+
+def job_key(bucket: str, key: str, job_id: str) -> dict[str, Any]:
+    return {PARTITION_KEY: {"S": f"upload#{bucket}/{key}"}, SORT_KEY: {"S": f"job#{job_id}"}}
+
+
+def shard_of(job_id: str, index: str) -> str:
+    return f"{index[0]}{int(job_id[:8], 16) % SHARDS}"
+
+
+# --- the codec: a Job as an item, and back ---------------------------------------------------
+
+
+def _number(value: float) -> dict[str, str]:
+    return {"N": repr(round(value, 3)) if isinstance(value, float) else str(value)}
+
+
+def _attempt_item(attempt: Attempt) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "n": attempt.number,
+        "claim": attempt.claim,
+        "provider": attempt.provider,
+        "claimedAt": attempt.claimed_at,
+        "taskArn": attempt.task_arn,
+        "startedAt": attempt.started_at,
+        "stoppedAt": attempt.stopped_at,
+        "stopCode": attempt.stop_code,
+        "stoppedReason": attempt.stopped_reason,
+        "exitCode": attempt.exit_code,
+        "containerReason": attempt.container_reason,
+        "cause": attempt.cause,
+        "stopRequested": attempt.stop_requested,
+    }
+    return {"M": {name: _value(value) for name, value in fields.items() if value is not None}}
+
+
+def _value(value: object) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return _number(value)
+    return {"S": str(value)}
+
+
+def _hour(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(epoch))
+
+
+def encode(job: Job, *, record_days: int) -> dict[str, Any]:
+    """The item for a job, index keys included as its state requires."""
+    item: dict[str, Any] = {
+        **job_key(job.bucket, job.key, job.job_id),
+        "bucket": {"S": job.bucket},
+        "objectKey": {"S": job.key},
+        "jobId": {"S": job.job_id},
+        "state": {"S": job.state},
+        "version": _number(job.version),
+        "recordedAt": _number(job.recorded_at),
+        "recordedHour": {"S": _hour(job.recorded_at)},
+        "attemptCount": _number(job.attempt_count),
+        "claims": _number(job.claims),
+        "budgetFrom": _number(job.budget_from),
+        "redrives": _number(job.redrives),
+        "reported": {"BOOL": job.reported},
+    }
+    optional: dict[str, object] = {
+        "readyAt": job.ready_at,
+        "versionId": job.version_id,
+        "uploadedAt": job.uploaded_at,
+        "size": job.size,
+        "nextProvider": job.next_provider,
+        "activeSince": job.active_since,
+        "finishedAt": job.finished_at,
+        "reason": job.reason,
+        "lastRedriveOf": job.last_redrive_of,
+    }
+    item |= {name: _value(value) for name, value in optional.items() if value is not None}
+    if job.attempts:
+        item["attempts"] = {"L": [_attempt_item(attempt) for attempt in job.attempts]}
+    if job.state == "waiting" and job.ready_at is not None:
+        item["waitShard"] = {"S": shard_of(job.job_id, WAITING_INDEX)}
+    if job.needs_sweep:
+        item["sweepShard"] = {"S": shard_of(job.job_id, SWEEP_INDEX)}
+        item["sweepSince"] = _number(job.active_since or job.finished_at or job.recorded_at)
+    if job.finished_at is not None and job.state in ("succeeded", "failed"):
+        item[TTL_ATTRIBUTE] = _number(int(job.finished_at) + record_days * 24 * 3600)
+    return item
+
+
+def _plain(value: Mapping[str, Any]) -> Any:
+    if "S" in value:
+        return value["S"]
+    if "N" in value:
+        text = value["N"]
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if "BOOL" in value:
+        return bool(value["BOOL"])
+    if "M" in value:
+        return {name: _plain(inner) for name, inner in value["M"].items()}
+    if "L" in value:
+        return [_plain(inner) for inner in value["L"]]
+    if "NULL" in value:
+        return None
+    raise ValueError(f"unexpected attribute value {value!r}")
+
+
+def _optional_float(raw: Mapping[str, Any], name: str) -> float | None:
+    value = raw.get(name)
+    return None if value is None else float(value)
+
+
+def _optional_int(raw: Mapping[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    return None if value is None else int(value)
+
+
+def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    return None if value is None else str(value)
+
+
+def decode(item: Mapping[str, Any]) -> Job:
+    """A job from its item (as GetItem, Query or an index returns it)."""
+    raw = {name: _plain(value) for name, value in item.items()}
+    attempts = tuple(
+        Attempt(
+            number=int(a["n"]),
+            claim=int(a.get("claim", a["n"])),
+            provider=str(a.get("provider", "")),
+            claimed_at=float(a.get("claimedAt", 0)),
+            task_arn=_optional_str(a, "taskArn"),
+            started_at=_optional_float(a, "startedAt"),
+            stopped_at=_optional_float(a, "stoppedAt"),
+            stop_code=_optional_str(a, "stopCode"),
+            stopped_reason=_optional_str(a, "stoppedReason"),
+            exit_code=_optional_int(a, "exitCode"),
+            container_reason=_optional_str(a, "containerReason"),
+            cause=_optional_str(a, "cause"),
+            stop_requested=_optional_str(a, "stopRequested"),
+        )
+        for a in raw.get("attempts", [])
+    )
+    return Job(
+        bucket=str(raw["bucket"]),
+        key=str(raw["objectKey"]),
+        job_id=str(raw["jobId"]),
+        state=raw["state"],
+        version=int(raw["version"]),
+        recorded_at=float(raw["recordedAt"]),
+        ready_at=_optional_float(raw, "readyAt"),
+        version_id=_optional_str(raw, "versionId"),
+        uploaded_at=_optional_str(raw, "uploadedAt"),
+        size=_optional_int(raw, "size"),
+        attempts=attempts,
+        attempt_count=int(raw.get("attemptCount", len(attempts))),
+        claims=int(raw.get("claims", len(attempts))),
+        budget_from=int(raw.get("budgetFrom", 0)),
+        next_provider=_optional_str(raw, "nextProvider"),
+        active_since=_optional_float(raw, "activeSince"),
+        finished_at=_optional_float(raw, "finishedAt"),
+        reason=_optional_str(raw, "reason"),
+        reported=bool(raw.get("reported", True)),
+        redrives=int(raw.get("redrives", 0)),
+        last_redrive_of=_optional_str(raw, "lastRedriveOf"),
+    )
+
+
+def update_expression(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """SET what changed or is new, REMOVE what is gone; every name a placeholder (`state`,
+    `size` and `key`-like names are reserved words in DynamoDB's expressions)."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    sets: list[str] = []
+    removes: list[str] = []
+    keys = (PARTITION_KEY, SORT_KEY)
+    for name, value in after.items():
+        if name not in keys and before.get(name) != value:
+            placeholder = f"#n{len(names)}"
+            names[placeholder] = name
+            values[f":v{len(values)}"] = value
+            sets.append(f"{placeholder} = :v{len(values) - 1}")
+    for name in before:
+        if name not in after and name not in keys:
+            placeholder = f"#n{len(names)}"
+            names[placeholder] = name
+            removes.append(placeholder)
+    expression = "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return expression, names, values
+
+
+# --- the scheduler's items -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Jobs holding a task slot, and the account's limit as ECS last stated it (if it did)."""
+
+    active: int = 0
+    account_limit: int | None = None
+    limit_seen_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Totals since the table was made, and where the current batch began (for progress)."""
+
+    recorded: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    batch_since: float | None = None
+    batch_recorded: int = 0
+    batch_succeeded: int = 0
+    batch_failed: int = 0
+
+    @property
+    def in_progress(self) -> int:
+        return max(0, self.recorded - self.succeeded - self.failed)
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+def _stats(item: Mapping[str, Any]) -> Stats:
+    raw = {name: _plain(value) for name, value in item.items()}
+    return Stats(
+        recorded=int(raw.get("recorded", 0)),
+        succeeded=int(raw.get("succeeded", 0)),
+        failed=int(raw.get("failed", 0)),
+        batch_since=_optional_float(raw, "batchSince"),
+        batch_recorded=int(raw.get("batchRecorded", 0)),
+        batch_succeeded=int(raw.get("batchSucceeded", 0)),
+        batch_failed=int(raw.get("batchFailed", 0)),
+    )
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class JobStore:
+    """The table, through one DynamoDB client; every method names what failed."""
+
+    def __init__(
+        self, dynamodb: DynamoDBClient, table: str, *, record_days: int, sleep: Any = time.sleep
+    ) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+        self.record_days = record_days
+        self._sleep = sleep
+
+    def _encode(self, job: Job) -> dict[str, Any]:
+        return encode(job, record_days=self.record_days)
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        """Record a new job; (the record, True) if it is new, (the existing one, False) if an
+        earlier delivery of the same upload recorded it."""
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table,
+                Item=self._encode(job),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise StoreError(f"recording the job of {job.location} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreError(f"recording the job of {job.location} failed: {error}") from error
+        else:
+            return job, True
+        existing = self.get(job.bucket, job.key, job.job_id)
+        if existing is None:  # deleted (expired) between the two calls: record it again
+            return self.create(job)
+        return existing, False
+
+    def get(self, bucket: str, key: str, job_id: str) -> Job | None:
+        try:
+            answer = self.dynamodb.get_item(
+                TableName=self.table, Key=job_key(bucket, key, job_id), ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise StoreError(f"reading the job of s3://{bucket}/{key} failed: {error}") from error
+        item = answer.get("Item")
+        return None if item is None else decode(item)
+
+    def reread(self, job: Job) -> Job | None:
+        return self.get(job.bucket, job.key, job.job_id)
+
+    def apply(self, before: Job, after: Job, *, limit: int | None = None) -> Job:
+        """Write `after` over `before` if the record is still `before`; returns it as written.
+
+        When the change takes a slot, it is refused with Full unless fewer than `limit` (None:
+        any number) are taken; Conflict when the record changed meanwhile.
+        """
+        written = replace(after, version=before.version + 1)
+        expression, names, values = update_expression(self._encode(before), self._encode(written))
+        names["#version"] = "version"
+        values[":expected"] = _number(before.version)
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": job_key(before.bucket, before.key, before.job_id),
+            "UpdateExpression": expression,
+            "ConditionExpression": "#version = :expected",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        delta = slot_change(before, written)
+        if delta == 0:
+            self._update(update, before)
+        else:
+            self._transact(update, delta, limit, before)
+        return written
+
+    def _update(self, update: dict[str, Any], job: Job) -> None:
+        try:
+            self.dynamodb.update_item(**update)
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                raise Conflict(job.location) from None
+            raise StoreError(f"writing the job of {job.location} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreError(f"writing the job of {job.location} failed: {error}") from error
+
+    def _transact(self, update: dict[str, Any], delta: int, limit: int | None, job: Job) -> None:
+        slots: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": SLOTS,
+            "UpdateExpression": "ADD #active :delta",
+            "ExpressionAttributeNames": {"#active": "active"},
+            "ExpressionAttributeValues": {":delta": _number(delta)},
+        }
+        if delta > 0 and limit is not None:
+            slots["ConditionExpression"] = "attribute_not_exists(#active) OR #active < :limit"
+            slots["ExpressionAttributeValues"][":limit"] = _number(limit)
+        job_update = {name: value for name, value in update.items() if name != "TableName"}
+        job_update["TableName"] = self.table
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                items: list[Any] = [{"Update": job_update}, {"Update": slots}]
+                self.dynamodb.transact_write_items(TransactItems=items)
+            except ClientError as error:
+                if _code(error) != "TransactionCanceledException":
+                    raise StoreError(
+                        f"writing the job of {job.location} failed: {error}"
+                    ) from error
+                cancelled: list[Any] = list(error.response.get("CancellationReasons", []))
+                reasons = [str(reason.get("Code", "None")) for reason in cancelled]
+                if reasons[:1] == ["ConditionalCheckFailed"]:
+                    raise Conflict(job.location) from None
+                if reasons[1:2] == ["ConditionalCheckFailed"]:
+                    raise Full(job.location) from None
+                if "TransactionConflict" in reasons and attempt < CONFLICT_RETRIES:
+                    self._sleep(0.05 * (attempt + 1))
+                    continue
+                raise StoreError(f"writing the job of {job.location} failed: {error}") from error
+            except BotoCoreError as error:
+                raise StoreError(f"writing the job of {job.location} failed: {error}") from error
+            return
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    def _query(self, **request: Any) -> Iterator[dict[str, Any]]:
+        """Every item a query matches, page by page (stops at `Limit` items when given)."""
+        wanted = request.pop("Limit", None)
+        found = 0
+        start: dict[str, Any] | None = None
+        while True:
+            page_size = QUERY_PAGE if wanted is None else min(QUERY_PAGE, wanted - found)
+            call = {**request, "TableName": self.table, "Limit": page_size}
+            if start is not None:
+                call["ExclusiveStartKey"] = start
+            try:
+                answer = self.dynamodb.query(**call)
+            except (ClientError, BotoCoreError) as error:
+                raise StoreError(f"querying the job table failed: {error}") from error
+            for item in answer.get("Items", []):
+                found += 1
+                yield item
+            start = answer.get("LastEvaluatedKey")
+            if start is None or (wanted is not None and found >= wanted):
+                return
+
+    def oldest_waiting(self, *, ready_by: float, per_shard: int) -> list[Job]:
+        """Up to `per_shard` of the oldest jobs of each shard waiting and ready by `ready_by`,
+        oldest first. The index is eventually consistent: a job may be listed that was just
+        claimed (its claim then fails on the version) or miss one just recorded."""
+        shard_key, sort = INDEXES[WAITING_INDEX]
+        jobs: list[Job] = []
+        for number in range(SHARDS):
+            jobs += [
+                decode(item)
+                for item in self._query(
+                    IndexName=WAITING_INDEX,
+                    KeyConditionExpression="#s = :s AND #r <= :r",
+                    ExpressionAttributeNames={"#s": shard_key, "#r": sort},
+                    ExpressionAttributeValues={
+                        ":s": {"S": f"{WAITING_INDEX[0]}{number}"},
+                        ":r": _number(ready_by),
+                    },
+                    Limit=per_shard,
+                )
+            ]
+        return sorted(jobs, key=lambda job: (job.ready_at or 0.0, job.job_id))
+
+    def needing_sweep(self) -> list[Job]:
+        """Every job with a task under way, and every failure not reported yet."""
+        shard_key, _ = INDEXES[SWEEP_INDEX]
+        jobs: list[Job] = []
+        for number in range(SHARDS):
+            jobs += [
+                decode(item)
+                for item in self._query(
+                    IndexName=SWEEP_INDEX,
+                    KeyConditionExpression="#s = :s",
+                    ExpressionAttributeNames={"#s": shard_key},
+                    ExpressionAttributeValues={":s": {"S": f"{SWEEP_INDEX[0]}{number}"}},
+                )
+            ]
+        return jobs
+
+    def jobs_of(self, bucket: str, key: str) -> list[Job]:
+        """Every job of one key (its uploads, one per version), oldest first."""
+        return sorted(
+            (
+                decode(item)
+                for item in self._query(
+                    KeyConditionExpression="#p = :p",
+                    ExpressionAttributeNames={"#p": PARTITION_KEY},
+                    ExpressionAttributeValues={":p": {"S": f"upload#{bucket}/{key}"}},
+                )
+            ),
+            key=lambda job: job.recorded_at,
+        )
+
+    def recent(self, *, since: float, until: float) -> Iterator[Job]:
+        """Jobs recorded between `since` and `until`, newest first (`jobctl jobs`)."""
+        shard_key, sort = INDEXES[RECENT_INDEX]
+        hour = until - until % 3600
+        while hour >= since - since % 3600:
+            keys = [
+                {PARTITION_KEY: item[PARTITION_KEY], SORT_KEY: item[SORT_KEY]}
+                for item in self._query(
+                    IndexName=RECENT_INDEX,
+                    KeyConditionExpression="#h = :h AND #t BETWEEN :since AND :until",
+                    ExpressionAttributeNames={"#h": shard_key, "#t": sort},
+                    ExpressionAttributeValues={
+                        ":h": {"S": _hour(hour)},
+                        ":since": _number(since),
+                        ":until": _number(until),
+                    },
+                    ScanIndexForward=False,
+                )
+            ]
+            yield from sorted(self._get_many(keys), key=lambda job: -job.recorded_at)
+            hour -= 3600
+
+    def _get_many(self, keys: list[dict[str, Any]]) -> Iterable[Job]:
+        for start in range(0, len(keys), BATCH_GET):
+            pending: list[dict[str, Any]] = keys[start : start + BATCH_GET]
+            while pending:
+                try:
+                    answer = self.dynamodb.batch_get_item(
+                        RequestItems={self.table: {"Keys": pending}}
+                    )
+                except (ClientError, BotoCoreError) as error:
+                    raise StoreError(f"reading jobs failed: {error}") from error
+                yield from (decode(item) for item in answer["Responses"].get(self.table, []))
+                unprocessed: Any = answer.get("UnprocessedKeys") or {}
+                pending = list(unprocessed.get(self.table, {}).get("Keys", []))
+
+    # --- the scheduler's items -------------------------------------------------------------------
+
+    def slots(self) -> Slots:
+        try:
+            answer = self.dynamodb.get_item(TableName=self.table, Key=SLOTS, ConsistentRead=True)
+        except (ClientError, BotoCoreError) as error:
+            raise StoreError(f"reading the task slots failed: {error}") from error
+        raw = {name: _plain(value) for name, value in answer.get("Item", {}).items()}
+        return Slots(
+            active=int(raw.get("active", 0)),
+            account_limit=_optional_int(raw, "accountLimit"),
+            limit_seen_at=_optional_float(raw, "limitSeenAt"),
+        )
+
+    def note_account_limit(self, limit: int, now: float) -> None:
+        """ECS refused a task at the account's limit, with `limit` of ours holding slots."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=SLOTS,
+                UpdateExpression="SET #limit = :limit, #seen = :now",
+                ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
+                ExpressionAttributeValues={":limit": _number(limit), ":now": _number(now)},
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(json.dumps({"slots": "account limit not noted", "error": str(error)}))
+
+    def stats(self) -> Stats:
+        try:
+            answer = self.dynamodb.get_item(TableName=self.table, Key=STATS, ConsistentRead=True)
+        except (ClientError, BotoCoreError) as error:
+            raise StoreError(f"reading the job totals failed: {error}") from error
+        return _stats(answer.get("Item", {}))
+
+    def count(self, **deltas: int) -> Stats | None:
+        """Add to the totals (recorded=1, failed=-1, ...) and return them; a failure (None) only
+        makes them approximate."""
+        names = {f"#c{i}": name for i, name in enumerate(deltas)}
+        values = {f":c{i}": _number(delta) for i, delta in enumerate(deltas.values())}
+        try:
+            answer = self.dynamodb.update_item(
+                TableName=self.table,
+                Key=STATS,
+                UpdateExpression="ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(deltas))),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(json.dumps({"stats": "not counted", "error": str(error)}))
+            return None
+        return _stats(answer.get("Attributes", {}))
+
+    def start_batch(self, stats: Stats, now: float) -> None:
+        """A batch begins (for `jobctl status`): `stats` are the totals before its first job."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=STATS,
+                UpdateExpression="SET #s = :s, #r = :r, #ok = :ok, #f = :f",
+                ExpressionAttributeNames={
+                    "#s": "batchSince",
+                    "#r": "batchRecorded",
+                    "#ok": "batchSucceeded",
+                    "#f": "batchFailed",
+                },
+                ExpressionAttributeValues={
+                    ":s": _number(now),
+                    ":r": _number(stats.recorded),
+                    ":ok": _number(stats.succeeded),
+                    ":f": _number(stats.failed),
+                },
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(json.dumps({"stats": "batch not marked", "error": str(error)}))

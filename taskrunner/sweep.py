@@ -1,0 +1,257 @@
+"""The sweep, once a minute (an EventBridge schedule): what events cannot be trusted to do.
+
+- Tasks under way are asked after (DescribeTasks): a stop whose event was lost is settled as
+  the event would have; a task now running is marked running; one running longer than
+  taskTimeoutMinutes is stopped (StopTask, saying why), and its stop counts as a timeout.
+- A claim whose RunTask answer never came is asked again with the same clientToken, which
+  finds the task if ECS started it, or starts it.
+- A job waiting longer than the wait limit fails with that reason.
+- A failure whose report could not be sent is sent.
+- Then the free slots are filled: a capacity shortage that passed, a raised cap, a retry whose
+  delay is over.
+- Metrics for the dashboard and the backlog alarm, every minute, also when nothing waits: a
+  sweep that stopped running leaves the alarm without data, which it counts as breaching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import job_record
+import reports
+from botocore.exceptions import BotoCoreError, ClientError
+from job_record import Job, Stop
+from job_store import Conflict, JobStore, StoreError
+from retry_policy import TIMEOUT_REASON
+from runner_settings import RunnerSettings
+from scheduler import Scheduler
+from services import Services
+from task_events import TaskState, record_stop, task_state
+
+logger = logging.getLogger("taskrunner")
+
+SCHEDULE_DETAIL_TYPE = "Scheduled Event"
+DESCRIBE_TASKS_PAGE = 100  # DescribeTasks's limit
+# A claim with no task ARN this long after it was made lost its answer (or its invocation).
+RESUME_AFTER_SECONDS = 60.0
+# ECS keeps a stopped task describable for at least an hour; an attempt it no longer knows,
+# this long after it was claimed, stopped unseen: its outcome is lost, and it is retried.
+VANISHED_AFTER_SECONDS = 2 * 3600.0
+# A failure not reported this long after it happened is the sweep's to report (before, the
+# invocation that failed it may still be sending).
+REPORT_AFTER_SECONDS = 60.0
+WAIT_TIMEOUT_BATCH = 100  # jobs failed per sweep for waiting too long; the next sweep goes on
+
+
+def is_sweep_event(event: object) -> bool:
+    return isinstance(event, Mapping) and event.get("detail-type") == SCHEDULE_DETAIL_TYPE
+
+
+Action = Literal["none", "settle", "running", "stop", "resume", "vanished"]
+
+
+@dataclass(frozen=True)
+class Look:
+    """What ECS said of one job's task: described, unknown (MISSING), or not asked."""
+
+    task: TaskState | None = None
+    missing: bool = False
+
+
+def decide(job: Job, look: Look, now: float, timeout_seconds: int | None) -> Action:
+    """What the sweep does for a job holding a slot. Pure."""
+    attempt = job.current
+    if attempt is None:
+        return "none"
+    if attempt.task_arn is None:
+        return "resume" if now - attempt.claimed_at >= RESUME_AFTER_SECONDS else "none"
+    task = look.task
+    if task is None:
+        vanished = look.missing and now - attempt.claimed_at >= VANISHED_AFTER_SECONDS
+        return "vanished" if vanished else "none"
+    if task.last_status == "STOPPED":
+        return "settle"
+    started = task.stop.started_at or attempt.started_at
+    overdue = (
+        timeout_seconds is not None and started is not None and now - started > timeout_seconds
+    )
+    if overdue:
+        return "stop"  # again each sweep while it runs: a StopTask is idempotent
+    return "running" if task.last_status == "RUNNING" and job.state == "starting" else "none"
+
+
+class Sweep:
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        services: Services,
+        *,
+        remaining_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.services = services
+        self.store: JobStore = services.job_store(settings)
+        self.scheduler = Scheduler(self.store, settings, services, remaining_ms=remaining_ms)
+        self.reporter = reports.Reporter(self.store, settings, services)
+        self.done: dict[str, int] = {}
+
+    def _count(self, what: str) -> None:
+        self.done[what] = self.done.get(what, 0) + 1
+
+    def run(self) -> dict[str, int]:
+        now = self.services.clock()
+        jobs = self.store.needing_sweep()
+        for job in jobs:
+            if (
+                job.state == "failed"
+                and not job.reported
+                and now - (job.finished_at or 0) >= REPORT_AFTER_SECONDS
+            ):
+                self.reporter.failure(job)
+                self._count("reported")
+        active = [job for job in jobs if job.holds_slot]
+        looks = self.look(active)
+        for job in active:
+            assert job.current is not None
+            self.act(job, looks.get(job.current.task_arn or "", Look()), now)
+        self.fail_overdue(now)
+        report = self.scheduler.fill()
+        self.done["started"] = len(report.started)
+        self.measure(now, len(active))
+        return self.done
+
+    def look(self, jobs: Iterable[Job]) -> dict[str, Look]:
+        """task ARN -> what DescribeTasks says of it; a failed call says nothing (next minute)."""
+        arns = sorted(
+            {job.current.task_arn for job in jobs if job.current and job.current.task_arn}
+        )
+        looks: dict[str, Look] = {}
+        for start in range(0, len(arns), DESCRIBE_TASKS_PAGE):
+            try:
+                answer = self.services.ecs.describe_tasks(
+                    cluster=self.settings.cluster_arn,
+                    tasks=arns[start : start + DESCRIBE_TASKS_PAGE],
+                )
+            except (ClientError, BotoCoreError) as error:
+                logger.warning(json.dumps({"sweep": "DescribeTasks failed", "error": str(error)}))
+                continue
+            for task in answer.get("tasks", []):
+                state = task_state(task, self.settings.container_name)
+                looks[state.task_arn] = Look(task=state)
+            for failure in answer.get("failures", []):
+                if failure.get("reason") == "MISSING" and failure.get("arn"):
+                    looks[failure["arn"]] = Look(missing=True)
+        return looks
+
+    def act(self, job: Job, look: Look, now: float) -> None:
+        attempt = job.current
+        assert attempt is not None
+        action = decide(job, look, now, self.settings.task_timeout_seconds)
+        try:
+            if action == "settle" and look.task is not None:
+                self.settle(job, look.task.stop, "settled")
+            elif action == "running" and look.task is not None:
+                after = job_record.running(
+                    job, attempt.number, started_at=look.task.stop.started_at, task_arn=None
+                )
+                self.store.apply(job, after)
+                self._count("running")
+            elif action == "stop":
+                self.stop_overdue(job)
+            elif action == "resume":
+                self.scheduler.request(job)
+                self._count("resumed")
+            elif action == "vanished":
+                gone = Stop(
+                    task_arn=attempt.task_arn or "",
+                    stop_code="TaskNotFound",
+                    stopped_reason="ECS no longer knows the task and no stop was seen: its "
+                    "outcome is lost",
+                    exit_code=None,
+                    container_reason=None,
+                    started_at=attempt.started_at,
+                    stopped_at=now,
+                )
+                self.settle(job, gone, "vanished")
+        except (Conflict, StoreError) as error:
+            # Another invocation wrote the job meanwhile, or the table failed: next minute.
+            logger.warning(json.dumps({"job": job.location, "sweep": action, "error": str(error)}))
+
+    def settle(self, job: Job, stop: Stop, counted_as: str) -> None:
+        attempt = job.current
+        assert attempt is not None
+        settled = record_stop(
+            self.store, self.settings, self.services, job, number=attempt.number, stop=stop
+        )
+        if settled is not None:
+            self._count(counted_as)
+
+    def stop_overdue(self, job: Job) -> None:
+        attempt = job.current
+        assert attempt is not None
+        assert attempt.task_arn is not None
+        minutes = (self.settings.task_timeout_seconds or 0) // 60
+        try:
+            self.services.ecs.stop_task(
+                cluster=self.settings.cluster_arn,
+                task=attempt.task_arn,
+                reason=f"{TIMEOUT_REASON} ({minutes} min)"[:255],
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(json.dumps({"job": job.location, "StopTask": str(error)}))
+            return
+        if attempt.stop_requested != "timeout":
+            self.store.apply(job, job_record.stop_requested(job, attempt.number, "timeout"))
+        self._count("timed out")
+
+    def fail_overdue(self, now: float) -> None:
+        """Jobs that waited longer than the limit fail, saying so."""
+        limit = self.settings.wait_timeout_seconds
+        try:
+            overdue = self.store.oldest_waiting(ready_by=now - limit, per_shard=WAIT_TIMEOUT_BATCH)
+        except StoreError as error:
+            logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
+            return
+        for job in overdue:
+            reason = (
+                f"waited {(now - (job.ready_at or now)) / 3600:.1f} h for a task slot, longer than "
+                f"the limit of {limit / 3600:.1f} h (waitTimeoutMinutes)"
+            )
+            try:
+                written = self.store.apply(job, job_record.failed(job, now=now, reason=reason))
+            except (Conflict, StoreError, job_record.TransitionError):
+                continue  # claimed meanwhile, or the index was stale
+            self.store.count(failed=1)
+            self.reporter.failure(written)
+            self._count("waited too long")
+
+    def measure(self, now: float, active: int) -> None:
+        """The minute's gauges: jobs waiting and under way, and the oldest wait."""
+        try:
+            oldest = self.store.oldest_waiting(ready_by=now, per_shard=1)
+            stats = self.store.stats()
+        except StoreError as error:
+            logger.warning(json.dumps({"sweep": "gauges unreadable", "error": str(error)}))
+            return
+        waited = max((now - (job.ready_at or now) for job in oldest), default=0.0)
+        waiting = max(0, stats.in_progress - active)
+        self.reporter.metric(
+            {"JobsWaiting": waiting, "JobsRunning": active, "OldestWaitSeconds": round(waited)},
+            units={"OldestWaitSeconds": "Seconds"},
+        )
+
+
+def handle_sweep(
+    event: Mapping[str, Any],
+    settings: RunnerSettings,
+    services: Services,
+    *,
+    remaining_ms: Callable[[], int] | None = None,
+) -> dict[str, int]:
+    done = Sweep(settings, services, remaining_ms=remaining_ms).run()
+    logger.info(json.dumps({"sweep": done}))
+    return done
