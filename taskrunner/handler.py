@@ -13,15 +13,11 @@ for neither; a missing or invalid setting fails the container's start with a mes
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from runner_settings import RunnerSettings, load_settings
+from dispatch import route
+from runner_settings import load_settings
 from services import Services, make_ecs_client
-from sweep import handle_sweep, is_sweep_event
-from task_events import handle_task_event, is_task_event
-from upload_events import is_backlog_event
-from uploads import handle_backlog, handle_uploads
 
 SETTINGS = load_settings(os.environ)
 SERVICES = Services(make_ecs_client())
@@ -29,24 +25,6 @@ SERVICES = Services(make_ecs_client())
 
 class LambdaContext(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
-
-
-def route(
-    event: Any,
-    settings: RunnerSettings,
-    services: Services,
-    *,
-    remaining_ms: Callable[[], int] | None = None,
-) -> Any:
-    """The module for the event's kind; anything else is taken for an S3 event (which names
-    what is wrong with it)."""
-    if is_task_event(event):
-        return handle_task_event(event, settings, services, remaining_ms=remaining_ms)
-    if is_sweep_event(event):
-        return handle_sweep(event, settings, services, remaining_ms=remaining_ms)
-    if is_backlog_event(event):
-        return handle_backlog(event, settings, services, remaining_ms=remaining_ms)
-    return handle_uploads(event, settings, services, remaining_ms=remaining_ms)
 
 
 def handler(event: object, context: LambdaContext | None) -> Any:

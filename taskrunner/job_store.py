@@ -163,7 +163,7 @@ def _plain(value: Mapping[str, Any]) -> Any:
         return value["S"]
     if "N" in value:
         text = value["N"]
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        return float(text) if "." in text or "e" in text or "E" in text else int(text)
     if "BOOL" in value:
         return bool(value["BOOL"])
     if "M" in value:
@@ -391,7 +391,8 @@ class JobStore:
         try:
             self.dynamodb.update_item(**update)
         except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            # A transaction on the job in progress (a claim, a stop) is a change as well.
+            if _code(error) in ("ConditionalCheckFailedException", "TransactionConflictException"):
                 raise Conflict(job.location) from None
             raise StoreError(f"writing the job of {job.location} failed: {error}") from error
         except BotoCoreError as error:
@@ -456,27 +457,25 @@ class JobStore:
             if start is None or (wanted is not None and found >= wanted):
                 return
 
-    def oldest_waiting(self, *, ready_by: float, per_shard: int) -> list[Job]:
-        """Up to `per_shard` of the oldest jobs of each shard waiting and ready by `ready_by`,
-        oldest first. The index is eventually consistent: a job may be listed that was just
-        claimed (its claim then fails on the version) or miss one just recorded."""
+    def oldest_waiting(self, *, ready_by: float, wanted: int) -> list[Job]:
+        """The `wanted` oldest jobs waiting and ready by `ready_by`, oldest first, from every
+        shard. The index is eventually consistent: a job may be listed that was just claimed
+        (its claim then fails on the version) or miss one just recorded."""
         shard_key, sort = INDEXES[WAITING_INDEX]
-        jobs: list[Job] = []
+        items: list[dict[str, Any]] = []
         for number in range(SHARDS):
-            jobs += [
-                decode(item)
-                for item in self._query(
-                    IndexName=WAITING_INDEX,
-                    KeyConditionExpression="#s = :s AND #r <= :r",
-                    ExpressionAttributeNames={"#s": shard_key, "#r": sort},
-                    ExpressionAttributeValues={
-                        ":s": {"S": f"{WAITING_INDEX[0]}{number}"},
-                        ":r": _number(ready_by),
-                    },
-                    Limit=per_shard,
-                )
-            ]
-        return sorted(jobs, key=lambda job: (job.ready_at or 0.0, job.job_id))
+            items += self._query(
+                IndexName=WAITING_INDEX,
+                KeyConditionExpression="#s = :s AND #r <= :r",
+                ExpressionAttributeNames={"#s": shard_key, "#r": sort},
+                ExpressionAttributeValues={
+                    ":s": {"S": f"{WAITING_INDEX[0]}{number}"},
+                    ":r": _number(ready_by),
+                },
+                Limit=wanted,
+            )
+        items.sort(key=lambda item: (float(item[sort]["N"]), item[SORT_KEY]["S"]))
+        return [decode(item) for item in items[:wanted]]
 
     def needing_sweep(self) -> list[Job]:
         """Every job with a task under way, and every failure not reported yet."""
@@ -560,16 +559,24 @@ class JobStore:
 
     def note_account_limit(self, limit: int, now: float) -> None:
         """ECS refused a task at the account's limit, with `limit` of ours holding slots."""
-        try:
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=SLOTS,
-                UpdateExpression="SET #limit = :limit, #seen = :now",
-                ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
-                ExpressionAttributeValues={":limit": _number(limit), ":now": _number(now)},
-            )
-        except (ClientError, BotoCoreError) as error:
-            logger.warning(json.dumps({"slots": "account limit not noted", "error": str(error)}))
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                self.dynamodb.update_item(
+                    TableName=self.table,
+                    Key=SLOTS,
+                    UpdateExpression="SET #limit = :limit, #seen = :now",
+                    ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
+                    ExpressionAttributeValues={":limit": _number(limit), ":now": _number(now)},
+                )
+            except ClientError as error:
+                # Slots change in transactions, which a plain write meeting one must wait out.
+                if _code(error) == "TransactionConflictException" and attempt < CONFLICT_RETRIES:
+                    self._sleep(0.05 * (attempt + 1))
+                    continue
+                logger.warning(json.dumps({"slots": "limit not noted", "error": str(error)}))
+            except BotoCoreError as error:
+                logger.warning(json.dumps({"slots": "limit not noted", "error": str(error)}))
+            return
 
     def stats(self) -> Stats:
         try:

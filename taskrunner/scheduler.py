@@ -36,7 +36,7 @@ ACCOUNT_LIMIT_MEMORY_SECONDS = 300.0
 # time. The next event or sweep starts the rest.
 MAX_STARTS_PER_FILL = 100
 # Candidates beyond the free slots, for claims that lose to another fill.
-CANDIDATE_MARGIN = 10
+CANDIDATE_MARGIN = 3
 # Passing refusals (throttling, a capacity shortage) in one fill before it stops asking.
 PASSING_REFUSALS = 2
 # Not starting a job with less time left than this turns a Lambda timeout mid-RunTask into a
@@ -117,7 +117,7 @@ class Scheduler:
             report.stopped_because = f"all {limit} slots are taken"
             return report
         try:
-            listed = self.store.oldest_waiting(ready_by=now, per_shard=free + CANDIDATE_MARGIN)
+            listed = self.store.oldest_waiting(ready_by=now, wanted=free + CANDIDATE_MARGIN)
         except StoreError as error:
             listed = []
             logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))

@@ -212,7 +212,7 @@ class Sweep:
         """Jobs that waited longer than the limit fail, saying so."""
         limit = self.settings.wait_timeout_seconds
         try:
-            overdue = self.store.oldest_waiting(ready_by=now - limit, per_shard=WAIT_TIMEOUT_BATCH)
+            overdue = self.store.oldest_waiting(ready_by=now - limit, wanted=WAIT_TIMEOUT_BATCH)
         except StoreError as error:
             logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
             return
@@ -232,7 +232,7 @@ class Sweep:
     def measure(self, now: float, active: int) -> None:
         """The minute's gauges: jobs waiting and under way, and the oldest wait."""
         try:
-            oldest = self.store.oldest_waiting(ready_by=now, per_shard=1)
+            oldest = self.store.oldest_waiting(ready_by=now, wanted=1)
             stats = self.store.stats()
         except StoreError as error:
             logger.warning(json.dumps({"sweep": "gauges unreadable", "error": str(error)}))

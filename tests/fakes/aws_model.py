@@ -2,35 +2,42 @@
 
 What is modelled, as REFERENCE.md and AWS's documentation describe it:
 - ECS RunTask: a token bucket (burst 100, 20 per second) answering ThrottlingException "Rate
-  exceeded"; an account limit on tasks in flight, answered with a `failures` entry naming the
-  vCPU limit; clientToken idempotency for 24 hours (same parameters: the same task; others:
-  ConflictException); tasks PENDING/RUNNING for their duration, then STOPPED; ListTasks
-  (desiredStatus RUNNING lists PENDING too, pages of 100) that lists a task only `listing_lag`
-  seconds after it started. Faults per upload: throttling, capacity failures, lost answers
-  whose task did start.
+  exceeded"; an account limit on tasks PENDING or RUNNING, answered with a `failures` entry
+  naming the vCPU limit; clientToken idempotency for 24 hours (same parameters: the same task;
+  others: ConflictException). Faults per upload: throttling, capacity failures, lost answers
+  whose task did start, rejections.
+- The task's life: PENDING for Fargate's start time (image pull and all, counted against the
+  limit), RUNNING for its duration, then STOPPED as its behaviour says: exit 0, a job failure
+  (exit 1), a Spot interruption at a moment of its run, a failure to start (an image pull that
+  timed out), or a hang that only StopTask ends (SIGTERM; SIGKILL after the stop timeout).
+  DescribeTasks answers with what ECS's does; a task ECS does not know yet, or stopped over an
+  hour ago, is MISSING. StopTask.
+- "ECS Task State Change" events on every change, with `version` growing, published to
+  EventBridge (`EventBus`), which delivers those a rule's pattern matches to its target after
+  1-10 s, 1 % twice, so not in order; during an outage it delivers none. A scheduled rule
+  invokes its target every minute, on the minute.
 - SQS standard queues: delay, visibility timeout, ChangeMessageVisibility(Batch), receive
-  counts, redrive to a dead-letter queue beyond maxReceiveCount, retention (an expired
-  message is counted: it would be a lost upload).
-- DynamoDB: GetItem, PutItem, UpdateItem and BatchGetItem with the condition and update
-  expressions the runner uses, evaluated atomically.
-- Lambda: asynchronous invocation by S3 (two retries, 1 and 2 minutes apart, then an on-failure
-  record to the dead-letter queue), an SQS event source mapping (batches of up to 10 and at
-  most `maximum_concurrency` invocations at once, partial batch responses), and the function
+  counts, redrive to a dead-letter queue beyond maxReceiveCount, retention (an expired message
+  is counted: it would be a lost upload).
+- DynamoDB: `dynamodb_model`.
+- Lambda: asynchronous invocation (by S3 and EventBridge: two retries, 1 and 2 minutes apart,
+  then an on-failure record to the dead-letter queue), an SQS event source mapping (batches,
+  at most `maximum_concurrency` invocations at once, partial batch responses), and the function
   timeout, which stops an invocation wherever it is.
 
-Clients given to the runner answer as boto3's do (dicts, ClientError, ReadTimeoutError) and
-retry as botocore's standard mode does: throttling, server errors and timeouts, with jittered
-exponential backoff (up to 20 s), at most `max_attempts` attempts. Its retry quota is not
-modelled. Every call takes a modelled latency, so invocations overlap and interleave.
+Clients given to the runner answer as boto3's do (dicts, ClientError, ReadTimeoutError, datetime
+for times) and retry as botocore's standard mode does: throttling, server errors and timeouts,
+with jittered exponential backoff (up to 20 s), at most `max_attempts` attempts. Its retry quota
+is not modelled. Every call takes a modelled latency, so invocations overlap and interleave.
 """
 
 from __future__ import annotations
 
+import datetime
 import heapq
 import itertools
 import json
 import random
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,15 +45,34 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from tests.fakes.dynamodb_model import DynamoError, DynamoModel
 from tests.fakes.virtual_clock import Process, Simulation
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 EPOCH = 1_795_000_000.0  # the simulated world's wall clock at t=0 (late 2026)
 TOKEN_WINDOW_SECONDS = 24 * 3600  # ECS remembers a clientToken this long
+STOPPED_VISIBLE_SECONDS = 3600.0  # ECS describes a stopped task for at least an hour
 VCPU_LIMIT_REASON = "You've reached the limit on the number of vCPUs you can run concurrently"
 CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later"
+PULL_FAILURE_REASON = (
+    "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to "
+    "resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/jobs:latest: dial tcp: i/o timeout"
+)
+SPOT_REASON = "Your Spot Task was interrupted."
+EXITED_REASON = "Essential container in task exited"
 RECEIVE_MAX_MESSAGES = 10  # SQS returns at most this many messages per ReceiveMessage
+STOP_TIMEOUT_SECONDS = 30.0  # the container's stopTimeout: SIGKILL after SIGTERM
+
+
+def wall(t: float) -> datetime.datetime:
+    """The simulated time `t` as the wall-clock datetime boto3 would hand back."""
+    return datetime.datetime.fromtimestamp(EPOCH + t, datetime.UTC)
+
+
+def iso(t: float) -> str:
+    """The simulated time `t` as EventBridge writes times (ISO 8601, milliseconds, Z)."""
+    return wall(t).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int((EPOCH + t) * 1000) % 1000:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -54,7 +80,7 @@ class Latency:
     """Seconds an API call takes, as seen by the caller."""
 
     run_task: float = 0.15
-    list_tasks: float = 0.05
+    describe_tasks: float = 0.05
     # SQS answers within milliseconds and no decision of the runner's races another's over it;
     # as an instant it saves the simulation an event per call.
     sqs: float = 0.0
@@ -93,7 +119,7 @@ class ModelError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.status >= 500 or "Throttl" in self.code
+        return self.status >= 500 or "Throttl" in self.code or "ProvisionedThroughput" in self.code
 
     def client_error(self, operation: str, attempts: int) -> ClientError:
         response: dict[str, Any] = {
@@ -134,7 +160,20 @@ class Fault:
         return cls("rejected")
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """What one attempt's task does once started."""
+
+    kind: str = "ok"  # ok, exit-1, spot, pull-failure, hang
+    at: float = 0.5  # spot: the fraction of its run at which it is interrupted
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.kind == "exit-1" else 0
+
+
 Identity = tuple[str, str, str | None]  # bucket, key, versionId: one upload
+Plan = Callable[[Identity, int], Behaviour]  # (upload, attempt) -> what its task does
 
 
 @dataclass
@@ -142,14 +181,70 @@ class SimTask:
     arn: str
     identity: Identity
     token: str | None
-    started_at: float
-    stops_at: float
-    stopped: bool = False
+    attempt: int
+    provider: str
+    request: Mapping[str, Any]
+    behaviour: Behaviour
+    created_at: float
+    start_time: float  # PENDING this long
+    duration: float  # then RUNNING this long (unless its behaviour or a StopTask ends it)
+    status: str = "PENDING"
+    started_at: float | None = None
+    stopped_at: float | None = None
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    exit_code: int | None = None
+    version: int = 1
+    stop_asked_at: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == "STOPPED"
+
+    @property
+    def stops_at(self) -> float:
+        return self.stopped_at if self.stopped_at is not None else float("inf")
+
+    def description(self, times: Callable[[float], Any]) -> dict[str, Any]:
+        """The task as DescribeTasks (times as datetimes) or an event (ISO strings) gives it."""
+        cluster_arn = str(self.request["cluster"])
+        container: dict[str, Any] = {
+            "name": self.request["overrides"]["containerOverrides"][0]["name"],
+            "lastStatus": self.status,
+        }
+        if self.exit_code is not None:
+            container["exitCode"] = self.exit_code
+        detail: dict[str, Any] = {
+            "taskArn": self.arn,
+            "clusterArn": cluster_arn,
+            "taskDefinitionArn": self.request["taskDefinition"],
+            "lastStatus": self.status,
+            "desiredStatus": "STOPPED" if self.stopped or self.stop_asked_at else "RUNNING",
+            "capacityProviderName": self.provider,
+            "launchType": "FARGATE",
+            "startedBy": self.request.get("startedBy"),
+            "group": "family:jobs-job",
+            "createdAt": times(self.created_at),
+            "overrides": self.request["overrides"],
+            "containers": [container],
+            "version": self.version,
+        }
+        if self.started_at is not None:
+            detail["startedAt"] = times(self.started_at)
+        if self.stopped_at is not None:
+            detail["stoppedAt"] = times(self.stopped_at)
+            detail["stopCode"] = self.stop_code
+            detail["stoppedReason"] = self.stopped_reason
+        return detail
+
+
+def environment_of(request: Mapping[str, Any]) -> dict[str, str]:
+    (override,) = request["overrides"]["containerOverrides"]
+    return {pair["name"]: pair["value"] for pair in override["environment"]}
 
 
 def identity_of(request: Mapping[str, Any]) -> Identity:
-    (override,) = request["overrides"]["containerOverrides"]
-    env = {pair["name"]: pair["value"] for pair in override["environment"]}
+    env = environment_of(request)
     return env["S3_BUCKET"], env["S3_KEY"], env.get("S3_VERSION_ID")
 
 
@@ -159,23 +254,33 @@ class EcsModel:
         sim: Simulation,
         *,
         duration: Callable[[Identity], float],
+        start_time: Callable[[Identity], float] = lambda identity: 0.0,
+        plan: Plan | None = None,
         account_limit: int = 100,
         launch_bucket: TokenBucket | None = None,
         faults: Mapping[Identity, Iterable[Fault]] | None = None,
         listing_lag: float = 2.0,
+        events: EventBus | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.sim = sim
         self.duration = duration
+        self.start_time = start_time
+        self.plan = plan or (lambda identity, attempt: Behaviour())
         self.account_limit = account_limit
         self.bucket = launch_bucket or TokenBucket(sim, 100, 20)
         self.faults = {identity: list(planned) for identity, planned in (faults or {}).items()}
         self.listing_lag = listing_lag
+        self.events = events
+        self.rng = rng or random.Random(0)  # noqa: S311 - a simulation
         self.tasks: list[SimTask] = []
         self.by_arn: dict[str, SimTask] = {}
         self.in_flight: dict[str, SimTask] = {}
         self.peak_in_flight = 0
+        self.in_flight_changes: list[tuple[float, int]] = []  # (time, tasks in flight after)
         self.tokens: dict[str, tuple[SimTask, str, float]] = {}  # token -> task, params, when
         self.calls: Counter[str] = Counter()  # operation / outcome -> count
+        self.first_call: dict[Identity, float] = {}  # upload -> its first RunTask
         self.faults_given: Counter[str] = Counter()
         self.last_stop = 0.0
         self._numbers = itertools.count(1)
@@ -183,6 +288,7 @@ class EcsModel:
     def run_task(self, request: Mapping[str, Any]) -> dict[str, Any]:
         self.calls["RunTask"] += 1
         identity = identity_of(request)
+        self.first_call.setdefault(identity, self.sim.now)
         planned = self.faults.get(identity)
         fault = planned.pop(0) if planned else None
         if fault is not None:
@@ -214,7 +320,7 @@ class EcsModel:
         if len(self.in_flight) >= self.account_limit:
             self.calls["RunTask:limit"] += 1
             return {"tasks": [], "failures": [{"reason": VCPU_LIMIT_REASON}]}
-        task = self._start(identity, token)
+        task = self._start(request, identity, token)
         if token is not None:
             self.tokens[token] = (task, params, self.sim.now)
         return self._answer(task, fault)
@@ -224,27 +330,124 @@ class EcsModel:
             raise LostAnswer
         return {"tasks": [{"taskArn": task.arn, "lastStatus": "PROVISIONING"}], "failures": []}
 
-    def _start(self, identity: Identity, token: str | None) -> SimTask:
+    def _start(self, request: Mapping[str, Any], identity: Identity, token: str | None) -> SimTask:
         number = next(self._numbers)
         arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/jobs/{number:032x}"
-        duration = self.duration(identity)
-        task = SimTask(arn, identity, token, self.sim.now, self.sim.now + duration)
+        env = environment_of(request)
+        attempt = int(env.get("JOB_ATTEMPT", "1"))
+        (strategy,) = request["capacityProviderStrategy"]
+        task = SimTask(
+            arn=arn,
+            identity=identity,
+            token=token,
+            attempt=attempt,
+            provider=strategy["capacityProvider"],
+            request=request,
+            behaviour=self.plan(identity, attempt),
+            created_at=self.sim.now,
+            start_time=self.start_time(identity),
+            duration=self.duration(identity),
+        )
         self.tasks.append(task)
         self.by_arn[arn] = task
         self.in_flight[arn] = task
         self.peak_in_flight = max(self.peak_in_flight, len(self.in_flight))
-        self.sim.call_at(task.stops_at, lambda: self._stop(task))
+        self.in_flight_changes.append((self.sim.now, len(self.in_flight)))
+        self.sim.call_later(task.start_time, lambda: self._started(task))
         return task
 
-    def _stop(self, task: SimTask) -> None:
-        task.stopped = True
+    def _started(self, task: SimTask) -> None:
+        if task.stopped:
+            return
+        behaviour = task.behaviour
+        if behaviour.kind == "pull-failure" and task.stop_asked_at is None:
+            self._stop(task, "TaskFailedToStart", PULL_FAILURE_REASON, None)
+            return
+        task.status = "RUNNING"
+        task.started_at = self.sim.now
+        task.version += 1
+        self._publish(task)
+        if behaviour.kind == "hang":
+            return  # until StopTask
+        if behaviour.kind == "spot" and task.provider == "FARGATE_SPOT":
+            at = task.duration * behaviour.at
+            self.sim.call_later(
+                at, lambda: self._stop(task, "SpotInterruption", SPOT_REASON, 143)
+            )
+            return
+        self.sim.call_later(
+            task.duration,
+            lambda: self._stop(task, "EssentialContainerExited", EXITED_REASON, behaviour.exit_code),
+        )
+
+    def _stop(self, task: SimTask, code: str, reason: str, exit_code: int | None) -> None:
+        if task.stopped:
+            return
+        task.status = "STOPPED"
+        task.stopped_at = self.sim.now
+        task.stop_code = code
+        task.stopped_reason = reason
+        task.exit_code = exit_code if task.started_at is not None else None
+        task.version += 1
         del self.in_flight[task.arn]
+        self.in_flight_changes.append((self.sim.now, len(self.in_flight)))
         self.last_stop = max(self.last_stop, self.sim.now)
+        self._publish(task)
+
+    def _publish(self, task: SimTask) -> None:
+        if self.events is None:
+            return
+        self.events.publish(
+            {
+                "version": "0",
+                "id": f"{task.arn.rsplit('/', 1)[-1]}-{task.version}",
+                "detail-type": "ECS Task State Change",
+                "source": "aws.ecs",
+                "account": ACCOUNT,
+                "time": iso(self.sim.now),
+                "region": REGION,
+                "resources": [task.arn],
+                "detail": task.description(iso),
+            }
+        )
+
+    def stop_task(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls["StopTask"] += 1
+        task = self.by_arn.get(str(request["task"]))
+        if task is None or task.request["cluster"] != request["cluster"]:
+            raise ModelError("InvalidParameterException", "The referenced task was not found.")
+        if not task.stopped and task.stop_asked_at is None:
+            task.stop_asked_at = self.sim.now
+            # SIGTERM: a job that handles it exits 143 at once; a hung one is killed (137).
+            hung = task.behaviour.kind == "hang"
+            delay = STOP_TIMEOUT_SECONDS if hung else self.rng.uniform(1.0, 5.0)
+            reason = str(request.get("reason") or "Task stopped by user")
+            self.sim.call_later(
+                delay, lambda: self._stop(task, "UserInitiated", reason, 137 if hung else 143)
+            )
+        return {"task": task.description(wall)}
+
+    def describe_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Tasks by ARN; one ECS does not know yet (within the lag), or stopped over an hour
+        ago, is MISSING."""
+        self.calls["DescribeTasks"] += 1
+        tasks, failures = [], []
+        for arn in request["tasks"]:
+            task = self.by_arn.get(arn)
+            if (
+                task is None
+                or task.created_at > self.sim.now - self.listing_lag
+                or (task.stopped and self.sim.now - task.stops_at > STOPPED_VISIBLE_SECONDS)
+            ):
+                failures.append({"arn": arn, "reason": "MISSING"})
+            else:
+                tasks.append(task.description(wall))
+        return {"tasks": tasks, "failures": failures}
 
     def list_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
         self.calls["ListTasks"] += 1
         visible_before = self.sim.now - self.listing_lag
-        arns = [arn for arn, task in self.in_flight.items() if task.started_at <= visible_before]
+        arns = [arn for arn, task in self.in_flight.items() if task.created_at <= visible_before]
         start = int(request.get("nextToken") or 0)
         page = int(request.get("maxResults", 100))
         answer: dict[str, Any] = {"taskArns": arns[start : start + page]}
@@ -252,24 +455,109 @@ class EcsModel:
             answer["nextToken"] = str(start + page)
         return answer
 
-    def describe_tasks(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Tasks by ARN; one ECS does not know yet (started within the lag) is MISSING."""
-        self.calls["DescribeTasks"] += 1
-        tasks, failures = [], []
-        for arn in request["tasks"]:
-            task = self.by_arn.get(arn)
-            if task is None or task.started_at > self.sim.now - self.listing_lag:
-                failures.append({"arn": arn, "reason": "MISSING"})
-            else:
-                status = "STOPPED" if task.stopped else "RUNNING"
-                tasks.append({"taskArn": arn, "lastStatus": status})
-        return {"tasks": tasks, "failures": failures}
-
     def tasks_by_upload(self) -> dict[Identity, list[SimTask]]:
         found: dict[Identity, list[SimTask]] = defaultdict(list)
         for task in self.tasks:
             found[task.identity].append(task)
         return found
+
+
+# --- EventBridge -----------------------------------------------------------------------------
+
+
+def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """EventBridge's pattern matching, for what patterns here use: values listed, `prefix`,
+    `anything-but`, nested objects, `$or`."""
+    for name, wanted in pattern.items():
+        if name == "$or":
+            if not any(matches(option, event) for option in wanted):
+                return False
+            continue
+        value = event.get(name) if isinstance(event, Mapping) else None
+        if isinstance(wanted, Mapping):
+            if not isinstance(value, Mapping) or not matches(wanted, value):
+                return False
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not any(_matches_one(rule, one) for rule in wanted for one in values):
+            return False
+    return True
+
+
+def _matches_one(rule: Any, value: Any) -> bool:
+    if isinstance(rule, Mapping):
+        if "prefix" in rule:
+            return isinstance(value, str) and value.startswith(rule["prefix"])
+        if "anything-but" in rule:
+            excluded = rule["anything-but"]
+            excluded = excluded if isinstance(excluded, list) else [excluded]
+            return value is not None and value not in excluded
+        raise ValueError(f"the model does not understand the pattern {rule!r}")
+    return bool(rule == value)
+
+
+@dataclass
+class EventBus:
+    """The default event bus: rules with patterns, targets, delivery delays and outages."""
+
+    sim: Simulation
+    rng: random.Random
+    delay: tuple[float, float] = (1.0, 10.0)
+    duplicate_rate: float = 0.01
+    outages: list[tuple[float, float]] = field(default_factory=list)  # [start, end) in sim time
+    rules: list[tuple[Mapping[str, Any], Callable[[Any, float], None]]] = field(
+        default_factory=list
+    )
+    published: int = 0
+    delivered: int = 0
+    dropped: int = 0
+
+    def rule(self, pattern: Mapping[str, Any], target: Callable[[Any, float], None]) -> None:
+        """`target(event, at)` is called once per delivery, with the time it arrives."""
+        self.rules.append((pattern, target))
+
+    def down(self) -> bool:
+        return any(start <= self.sim.now < end for start, end in self.outages)
+
+    def publish(self, event: Mapping[str, Any]) -> None:
+        self.published += 1
+        for pattern, target in self.rules:
+            if not matches(pattern, event):
+                continue
+            if self.down():
+                self.dropped += 1
+                continue
+            copies = 2 if self.rng.random() < self.duplicate_rate else 1
+            for _ in range(copies):
+                self.delivered += 1
+                target(json.loads(json.dumps(event)), self.sim.now + self.rng.uniform(*self.delay))
+
+    def schedule(self, every: float, target: Callable[[Any, float], None], until: float) -> None:
+        """A scheduled rule: `target` on every multiple of `every`, unless EventBridge is down."""
+
+        def tick() -> None:
+            if self.sim.now > until:
+                return
+            if self.down():
+                self.dropped += 1
+            else:
+                self.delivered += 1
+                target(
+                    {
+                        "version": "0",
+                        "detail-type": "Scheduled Event",
+                        "source": "aws.events",
+                        "account": ACCOUNT,
+                        "time": iso(self.sim.now),
+                        "region": REGION,
+                        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/jobs-sweep"],
+                        "detail": {},
+                    },
+                    self.sim.now,
+                )
+            self.sim.call_later(every, tick)
+
+        self.sim.call_at(every * (self.sim.now // every + 1), tick)
 
 
 # --- SQS -------------------------------------------------------------------------------------
@@ -472,92 +760,6 @@ class SqsModel:
                     queue.expired.append(message)
 
 
-# --- DynamoDB ----------------------------------------------------------------------------------
-
-_CLAUSE = re.compile(
-    r"^(?:attribute_not_exists\((?P<absent>\w+)\)|attribute_exists\((?P<present>\w+)\)|"
-    r"(?P<name>\w+)\s*(?P<op><=|>=|=|<|>)\s*(?P<value>:\w+))$"
-)
-
-
-def _scalar(value: Mapping[str, str]) -> float | str:
-    if "N" in value:
-        return float(value["N"])
-    return value["S"]
-
-
-def condition_holds(
-    expression: str, item: Mapping[str, Any] | None, values: Mapping[str, Any]
-) -> bool:
-    """The subset of ConditionExpression the runner writes: clauses joined by OR / AND."""
-    item = item or {}
-    for alternative in expression.split(" OR "):
-        if all(_clause(part.strip(), item, values) for part in alternative.split(" AND ")):
-            return True
-    return False
-
-
-def _clause(text: str, item: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
-    match = _CLAUSE.match(text)
-    if match is None:
-        raise ValueError(f"the model does not understand the condition {text!r}")
-    if match["absent"]:
-        return match["absent"] not in item
-    if match["present"]:
-        return match["present"] in item
-    if match["name"] not in item:
-        return False
-    left, right = _scalar(item[match["name"]]), _scalar(values[match["value"]])
-    op = match["op"]
-    return bool(
-        {
-            "=": left == right,
-            "<": left < right,  # type: ignore[operator]
-            "<=": left <= right,  # type: ignore[operator]
-            ">": left > right,  # type: ignore[operator]
-            ">=": left >= right,  # type: ignore[operator]
-        }[op]
-    )
-
-
-def apply_update(expression: str, item: dict[str, Any], values: Mapping[str, Any]) -> None:
-    """SET a = :x, b = :y (the only form the runner writes)."""
-    if not expression.startswith("SET "):
-        raise ValueError(f"the model does not understand the update {expression!r}")
-    for assignment in expression[4:].split(","):
-        name, _, value = (part.strip() for part in assignment.partition("="))
-        item[name] = values[value]
-
-
-class DynamoModel:
-    def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
-        self.tables: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.calls: Counter[str] = Counter()
-
-    def get(self, table: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.tables[table].get(key["pk"]["S"])
-
-    def put(self, table: str, item: Mapping[str, Any]) -> None:
-        self.tables[table][item["pk"]["S"]] = dict(item)
-
-    def update(
-        self,
-        table: str,
-        key: Mapping[str, Any],
-        update: str,
-        condition: str | None,
-        values: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        current = self.tables[table].get(key["pk"]["S"])
-        if condition is not None and not condition_holds(condition, current, values):
-            raise ModelError("ConditionalCheckFailedException", "The conditional request failed")
-        item = dict(current or key)
-        apply_update(update, item, values)
-        self.tables[table][key["pk"]["S"]] = item
-        return item
-
-
 # --- clients: what boto3 would hand the runner -------------------------------------------------
 
 
@@ -611,12 +813,17 @@ class SimEcsClient:
 
     def list_tasks(self, **request: Any) -> Any:
         return self.retries.call(
-            "ListTasks", self.latency.list_tasks, lambda: self.model.list_tasks(request)
+            "ListTasks", self.latency.describe_tasks, lambda: self.model.list_tasks(request)
         )
 
     def describe_tasks(self, **request: Any) -> Any:
         return self.retries.call(
-            "DescribeTasks", self.latency.list_tasks, lambda: self.model.describe_tasks(request)
+            "DescribeTasks", self.latency.describe_tasks, lambda: self.model.describe_tasks(request)
+        )
+
+    def stop_task(self, **request: Any) -> Any:
+        return self.retries.call(
+            "StopTask", self.latency.describe_tasks, lambda: self.model.stop_task(request)
         )
 
 
@@ -672,51 +879,55 @@ class SimSqsClient:
 
 
 class SimDynamoClient:
+    """boto3's low-level DynamoDB client over the model: its answers, its errors, its retries."""
+
     def __init__(self, model: DynamoModel, retries: BotocoreRetries, latency: Latency) -> None:
         self.model = model
         self.retries = retries
         self.latency = latency
 
-    def get_item(self, **request: Any) -> Any:
-        def get() -> dict[str, Any]:
-            self.model.calls["GetItem"] += 1
-            item = self.model.get(request["TableName"], request["Key"])
-            return {} if item is None else {"Item": dict(item)}
+    def _call(self, operation: str, handle: Callable[[], Any]) -> Any:
+        def run() -> Any:
+            try:
+                return handle()
+            except DynamoError as error:
+                status = 400 if error.code != "InternalServerError" else 500
+                raise ModelError(error.code, error.message, status, **error.extra) from None
 
-        return self.retries.call("GetItem", self.latency.dynamodb, get)
+        return self.retries.call(operation, self.latency.dynamodb, run)
 
     def put_item(self, **request: Any) -> Any:
-        def put() -> dict[str, Any]:
-            self.model.calls["PutItem"] += 1
-            self.model.put(request["TableName"], request["Item"])
-            return {}
+        return self._call("PutItem", lambda: self.model.put(request))
 
-        return self.retries.call("PutItem", self.latency.dynamodb, put)
+    def get_item(self, **request: Any) -> Any:
+        return self._call("GetItem", lambda: self.model.get(request))
 
     def update_item(self, **request: Any) -> Any:
-        def update() -> dict[str, Any]:
-            self.model.calls["UpdateItem"] += 1
-            item = self.model.update(
-                request["TableName"],
-                request["Key"],
-                request["UpdateExpression"],
-                request.get("ConditionExpression"),
-                request.get("ExpressionAttributeValues", {}),
-            )
-            return {"Attributes": dict(item)} if request.get("ReturnValues") == "ALL_NEW" else {}
+        return self._call("UpdateItem", lambda: self.model.update(request))
 
-        return self.retries.call("UpdateItem", self.latency.dynamodb, update)
+    def query(self, **request: Any) -> Any:
+        return self._call("Query", lambda: self.model.query(request))
 
     def batch_get_item(self, **request: Any) -> Any:
-        def get() -> dict[str, Any]:
-            self.model.calls["BatchGetItem"] += 1
-            responses: dict[str, list[dict[str, Any]]] = {}
-            for table, spec in request["RequestItems"].items():
-                found = [self.model.get(table, key) for key in spec["Keys"]]
-                responses[table] = [dict(item) for item in found if item is not None]
-            return {"Responses": responses, "UnprocessedKeys": {}}
+        return self._call("BatchGetItem", lambda: self.model.batch_get(request))
 
-        return self.retries.call("BatchGetItem", self.latency.dynamodb, get)
+    def transact_write_items(self, **request: Any) -> Any:
+        """A transaction holds its items from its start to its end: another one touching them
+        meanwhile conflicts, as DynamoDB's optimistic concurrency control makes it."""
+
+        def run() -> Any:
+            try:
+                self.model.lock(request["TransactItems"], self.model.clock() + self.latency.dynamodb)
+            except DynamoError as error:
+                raise ModelError(error.code, error.message, 400, **error.extra) from None
+            if self.latency.dynamodb:
+                self.retries.sim.sleep(self.latency.dynamodb)
+            try:
+                return self.model.transact(request)
+            except DynamoError as error:
+                raise ModelError(error.code, error.message, 400, **error.extra) from None
+
+        return self.retries.call("TransactWriteItems", 0.0, run)
 
 
 # --- Lambda ------------------------------------------------------------------------------------
@@ -726,16 +937,18 @@ Function = Callable[[Any, Callable[[], int]], Any]  # (event, remaining_ms) -> r
 
 @dataclass
 class LambdaStats:
-    invocations: Counter[str] = field(default_factory=Counter)  # "direct" / "backlog"
+    invocations: Counter[str] = field(default_factory=Counter)  # by what invoked it
     errors: Counter[str] = field(default_factory=Counter)
     timeouts: int = 0
+    seconds: float = 0.0  # time invocations ran, for the bill
     async_retries: int = 0
     concurrent: int = 0
     peak_concurrent: int = 0
 
 
 class LambdaModel:
-    """One function, invoked by S3 (asynchronously) and by an SQS event source mapping."""
+    """One function, invoked asynchronously (by S3, by EventBridge) and by an SQS event source
+    mapping."""
 
     ASYNC_RETRY_DELAYS = (60.0, 120.0)
 
@@ -790,23 +1003,24 @@ class LambdaModel:
         self.sim.call_at(started + self.timeout, stop)
         self.sim.suspend()
         self.stats.concurrent -= 1
+        self.stats.seconds += self.sim.now - started
         if "error" in outcome:
             self.stats.errors[kind] += 1
             return False, outcome["error"]
         return True, outcome.get("answer")
 
-    # --- S3 -> Lambda, asynchronously ---------------------------------------------------------
+    # --- asynchronous invocation: S3, EventBridge ----------------------------------------------
 
-    def deliver(self, event: Any, at: float) -> None:
-        self.sim.spawn(self._async_invocation, event, at=at, name="s3-delivery")
+    def deliver(self, event: Any, at: float, kind: str = "s3") -> None:
+        self.sim.spawn(self._async_invocation, event, kind, at=at, name=f"{kind}-delivery")
 
-    def _async_invocation(self, event: Any) -> None:
+    def _async_invocation(self, event: Any, kind: str) -> None:
         error: Any = None
         for attempt in range(1 + len(self.ASYNC_RETRY_DELAYS)):
             if attempt:
                 self.stats.async_retries += 1
                 self.sim.sleep(self.ASYNC_RETRY_DELAYS[attempt - 1])
-            succeeded, error = self._invoke("direct", event)
+            succeeded, error = self._invoke(kind, event)
             if succeeded:
                 return
         record = {
@@ -906,9 +1120,11 @@ class LambdaModel:
 
 __all__ = [
     "EPOCH",
+    "Behaviour",
     "BotocoreRetries",
     "DynamoModel",
     "EcsModel",
+    "EventBus",
     "Fault",
     "Identity",
     "LambdaModel",

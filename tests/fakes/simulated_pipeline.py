@@ -1,30 +1,35 @@
 """The runner's real code on a model of AWS and a virtual clock: uploads in, tasks out.
 
-`run_scenario` builds the world of `aws_model` (ECS, the backlog and dead-letter queues, the cap's
-table, Lambda invoked by S3 and by the backlog's event source mapping), delivers the planned
-S3 events at their simulated times, and runs until every upload has settled: a task started, or
-a message in the dead-letter queue, with nothing in flight. The runner decides everything:
-event parsing, tokens, parking, delays, the cap; its settings are read from the environment
-the infrastructure gives the Lambda (`load_settings`), its clients are the model's.
+`run_scenario` builds the world of `aws_model` (ECS with its tasks' whole lives, EventBridge
+with the task-stop rule and the sweep's schedule, the job table, the backlog, dead-letter and
+failed-jobs queues, Lambda invoked by S3, by EventBridge and by the backlog's event source
+mapping), delivers the planned S3 events at their simulated times, and runs until every upload
+has settled: a successful task, or a failure reported, with nothing waiting or running. The
+runner decides everything: event parsing, job records, slots, retries, timeouts; its settings
+are read from the environment the infrastructure gives the Lambda (`load_settings`), its
+clients are the model's.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import random
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+from infra.scheduling import task_stopped_pattern
 from tests.fakes.aws_model import (
     EPOCH,
+    Behaviour,
     BotocoreRetries,
-    DynamoModel,
     EcsModel,
+    EventBus,
     Fault,
     Identity,
     LambdaModel,
@@ -33,8 +38,10 @@ from tests.fakes.aws_model import (
     SimDynamoClient,
     SimEcsClient,
     SimSqsClient,
+    SimTask,
     SqsModel,
 )
+from tests.fakes.dynamodb_model import DynamoModel, Index, Table
 from tests.fakes.virtual_clock import Simulation
 
 TASKRUNNER_DIR = Path(__file__).resolve().parents[2] / "taskrunner"
@@ -42,13 +49,16 @@ if str(TASKRUNNER_DIR) not in sys.path:  # the Lambda package's modules are top-
     sys.path.insert(0, str(TASKRUNNER_DIR))
 
 from backlog import MAX_RECEIVES  # noqa: E402 - found through the path above
-from dispatch import process_event  # noqa: E402
+from dispatch import route  # noqa: E402
+from job_store import INDEX_PROJECTIONS, INDEXES, SWEEP_INDEX, WAITING_INDEX, decode  # noqa: E402
 from runner_settings import RunnerSettings, load_settings  # noqa: E402
 from services import MAX_ATTEMPTS, READ_TIMEOUT_SECONDS, Services  # noqa: E402
 
 FUNCTION_TIMEOUT_SECONDS = 120.0  # infra/runner.py
 BACKLOG_VISIBILITY_SECONDS = 6 * FUNCTION_TIMEOUT_SECONDS  # AWS's advice for a mapped queue
+SWEEP_SECONDS = 60.0  # infra/scheduling.py: rate(1 minute)
 CLUSTER_ARN = "arn:aws:ecs:us-east-1:123456789012:cluster/jobs"
+TASK_DEFINITION_ARN = "arn:aws:ecs:us-east-1:123456789012:task-definition/jobs-job:1"
 TABLE = "jobs-state"
 NAMES = (
     "report.csv",
@@ -71,6 +81,11 @@ class Upload:
     event: dict[str, Any]
     deliveries: tuple[float, ...]  # simulated times S3 delivers the event (twice: a duplicate)
     faults: tuple[Fault, ...] = ()  # what its first RunTask calls get instead
+    behaviours: tuple[Behaviour, ...] = ()  # what its attempts' tasks do (then: they succeed)
+
+    @property
+    def arrival(self) -> float:
+        return self.deliveries[0]
 
 
 @dataclass(frozen=True)
@@ -79,15 +94,30 @@ class Scenario:
     seed: int
     arrival_window: float = 600.0
     duration: tuple[float, float] = (60.0, 600.0)
+    start_time: tuple[float, float] = (30.0, 90.0)  # Fargate's PENDING, counted in the limit
     account_limit: int = 100
     max_concurrent_tasks: int = 0
+    raise_cap_to: int = 0  # maxConcurrentTasks raised to this at `raise_cap_at` (a redeploy)
+    raise_cap_at: float = 0.0
     transient_fault_rate: float = 0.05
     duplicate_rate: float = 0.02
     duplicate_lag: tuple[float, float] = (0.0, 300.0)
-    rejected_rate: float = 0.0  # uploads whose RunTask ECS rejects three times: dead letters
-    maximum_concurrency: int = 2  # the event source mapping's, as infra/runner.py sets it
+    rejected_rate: float = 0.0  # uploads whose RunTask ECS rejects: failed, dead-lettered
+    event_delay: tuple[float, float] = (1.0, 10.0)
+    event_duplicate_rate: float = 0.01
+    outage: tuple[float, float] | None = None  # EventBridge delivers nothing in [start, end)
+    capacity_provider: str = "FARGATE"
+    spot_rate: float = 0.0  # uploads whose first task is interrupted (some their second too)
+    pull_failure_rate: float = 0.0  # whose first task fails to start
+    exit_1_rate: float = 0.0  # whose every task exits 1
+    hang_rate: float = 0.0  # whose first task hangs past the timeout
+    task_timeout_minutes: int = 0
+    max_attempts: int = 3
+    spot_fallback: bool = False
+    maximum_concurrency: int = 2  # the backlog's event source mapping, as infra/runner.py
     batch_size: int = 100  # ditto
     batching_window: float = 10.0  # ditto
+    index_lag: float = 0.5  # DynamoDB's indexes are eventually consistent
     horizon: float = 14 * 24 * 3600.0  # the run stops here whatever happens
 
 
@@ -99,32 +129,50 @@ class Outcome:
     ecs: EcsModel
     sqs: SqsModel
     dynamodb: DynamoModel
+    events: EventBus
     lambdas: LambdaModel
     backlog: Queue
     dead_letter: Queue
+    failed_jobs: Queue
     retries: BotocoreRetries
-    settings: RunnerSettings
+    settings: list[RunnerSettings]  # in force: the last; earlier ones before a redeploy
     services: Services
     settled_at: float = 0.0
-    samples: list[tuple[float, int, int]] = field(default_factory=list)  # t, backlog, in flight
     replay_failures: list[str] = field(default_factory=list)
 
     @property
-    def tasks_by_upload(self) -> dict[Identity, list[Any]]:
+    def tasks_by_upload(self) -> dict[Identity, list[SimTask]]:
         return self.ecs.tasks_by_upload()
 
-    def dead_letters_by_upload(self) -> Counter[Identity]:
-        """Upload -> messages in the dead-letter queue naming it (any of the three shapes)."""
-        found: Counter[Identity] = Counter()
+    def reports_by_upload(self) -> tuple[Counter[Identity], Counter[Identity]]:
+        """Upload -> failure reports naming it: (dead-letter queue, failed-jobs queue)."""
+        from upload_events import parse_record
+
+        dead: Counter[Identity] = Counter()
         for message in self.dead_letter.messages.values():
             body = json.loads(message.body)
             event = body.get("requestPayload", body)
             for record in event["Records"]:
-                from upload_events import parse_record
-
                 upload = parse_record(record)
-                found[(upload.bucket, upload.key, upload.version_id)] += 1
+                dead[(upload.bucket, upload.key, upload.version_id)] += 1
+        failed: Counter[Identity] = Counter()
+        for message in self.failed_jobs.messages.values():
+            body = json.loads(message.body)
+            failed[(body["bucket"], body["key"], body.get("versionId"))] += 1
+        return dead, failed
+
+    def jobs(self) -> dict[Identity, Any]:
+        """Every job record in the table, by its upload."""
+        found = {}
+        for (pk, _), item in self.dynamodb.table(TABLE).items.items():
+            if pk.startswith("upload#"):
+                job = decode(item)
+                found[(job.bucket, job.key, job.version_id)] = job
         return found
+
+
+def succeeded(task: SimTask) -> bool:
+    return task.stop_code == "EssentialContainerExited" and task.exit_code == 0
 
 
 @dataclass(frozen=True)
@@ -132,11 +180,13 @@ class Tally:
     """What happened to the planned uploads, for the assertions and the report."""
 
     tasks: int
-    with_one_task: int
-    duplicated: list[Identity]
+    with_one_success: int
+    duplicated: list[Identity]  # two successful tasks, or a success and a failure report
     unknown: list[Identity]  # tasks for uploads never made (a key decoding bug)
     dead_lettered: Counter[Identity]
-    lost: list[Identity]  # neither a task nor a dead letter
+    failed_reported: Counter[Identity]
+    lost: list[Identity]  # neither a successful task nor a failure reported
+    overlapping: list[Identity]  # two attempts' tasks in flight at once
     expired: int  # messages SQS dropped at the end of their retention
 
     @property
@@ -147,20 +197,36 @@ class Tally:
 def tally(outcome: Outcome) -> Tally:
     planned = {upload.identity for upload in outcome.uploads}
     tasks = outcome.tasks_by_upload
-    dead = outcome.dead_letters_by_upload()
-    duplicated = sorted((u for u in planned if len(tasks.get(u, ())) + dead[u] > 1), key=str)
+    dead, failed = outcome.reports_by_upload()
+    successes = {u: sum(succeeded(t) for t in tasks.get(u, ())) for u in planned}
+    ends = {u: successes[u] + dead[u] + failed[u] for u in planned}
+    overlapping = []
+    for upload in planned:
+        spans = sorted((t.created_at, t.stops_at) for t in tasks.get(upload, ()))
+        if any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)):
+            overlapping.append(upload)
     return Tally(
         tasks=len(outcome.ecs.tasks),
-        with_one_task=sum(1 for u in planned if len(tasks.get(u, ())) == 1),
-        duplicated=duplicated,
+        with_one_success=sum(1 for u in planned if successes[u] == 1 and ends[u] == 1),
+        duplicated=sorted((u for u in planned if ends[u] > 1), key=str),
         unknown=sorted(set(tasks) - planned, key=str),
         dead_lettered=dead,
-        lost=sorted((u for u in planned if not tasks.get(u) and not dead[u]), key=str),
+        failed_reported=failed,
+        lost=sorted((u for u in planned if ends[u] == 0), key=str),
+        overlapping=sorted(overlapping, key=str),
         expired=sum(len(queue.expired) for queue in outcome.sqs.queues.values()),
     )
 
 
-def s3_event(bucket: str, key: str, version_id: str | None, number: int) -> dict[str, Any]:
+def event_time(t: float) -> str:
+    from tests.fakes.aws_model import iso
+
+    return iso(t)
+
+
+def s3_event(
+    bucket: str, key: str, version_id: str | None, number: int, at: float
+) -> dict[str, Any]:
     """An ObjectCreated event as S3 sends it: one record, the key form-encoded."""
     s3_object: dict[str, Any] = {
         "key": quote_plus(key, safe="/"),
@@ -176,7 +242,7 @@ def s3_event(bucket: str, key: str, version_id: str | None, number: int) -> dict
                 "eventVersion": "2.1",
                 "eventSource": "aws:s3",
                 "awsRegion": "us-east-1",
-                "eventTime": f"2026-11-28T14:{number // 60 % 60:02d}:{number % 60:02d}.000Z",
+                "eventTime": event_time(at),
                 "eventName": ("ObjectCreated:Put", "ObjectCreated:CompleteMultipartUpload")[
                     number % 2
                 ],
@@ -191,12 +257,46 @@ def s3_event(bucket: str, key: str, version_id: str | None, number: int) -> dict
     }
 
 
+def _faults(scenario: Scenario, rng: random.Random) -> tuple[tuple[Fault, ...], bool]:
+    """An upload's RunTask faults, and whether ECS rejects it for good."""
+    draw = rng.random()
+    if draw < scenario.rejected_rate:
+        return (Fault.rejected(),), True
+    if draw < scenario.rejected_rate + scenario.transient_fault_rate:
+        kind = rng.choice(("throttling", "capacity", "lost-answer"))
+        if kind == "throttling":
+            return (Fault.throttling(),) * rng.randint(1, 2 * MAX_ATTEMPTS), False
+        if kind == "capacity":
+            return (Fault.capacity(),) * rng.randint(1, 3), False
+        return (Fault.lost_answer(),) * rng.choice((1, 1, MAX_ATTEMPTS)), False
+    return (), False
+
+
+def _behaviours(scenario: Scenario, rng: random.Random) -> tuple[Behaviour, ...]:
+    """What an upload's attempts do, in order; an attempt past the list succeeds."""
+    draw = rng.random()
+    limit = scenario.spot_rate
+    if draw < limit:
+        interruptions = 2 if rng.random() < 0.1 and scenario.max_attempts > 2 else 1
+        return tuple(Behaviour("spot", at=rng.uniform(0.05, 0.95)) for _ in range(interruptions))
+    limit += scenario.pull_failure_rate
+    if draw < limit:
+        return (Behaviour("pull-failure"),)
+    limit += scenario.exit_1_rate
+    if draw < limit:
+        return (Behaviour("exit-1"),) * scenario.max_attempts
+    limit += scenario.hang_rate
+    if draw < limit:
+        return (Behaviour("hang"),) * scenario.max_attempts
+    return ()
+
+
 def plan_uploads(scenario: Scenario, rng: random.Random) -> list[Upload]:
     """The uploads, their arrival times, their duplicates and their faults, from the seed."""
     uploads = []
     for number in range(scenario.uploads):
         bucket = BUCKETS[number % len(BUCKETS)]
-        key = f"uploads/{number:05d}/{rng.choice(NAMES)}"
+        key = f"uploads/{number:06d}/{rng.choice(NAMES)}"
         version_id = (
             "".join(rng.choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789.", k=32))
             if rng.random() < 0.5
@@ -206,68 +306,94 @@ def plan_uploads(scenario: Scenario, rng: random.Random) -> list[Upload]:
         deliveries: tuple[float, ...] = (arrival,)
         if rng.random() < scenario.duplicate_rate:
             deliveries = (arrival, arrival + rng.uniform(*scenario.duplicate_lag))
-        faults: tuple[Fault, ...] = ()
-        draw = rng.random()
-        if draw < scenario.rejected_rate:
-            # Every try of the direct path is rejected: one dead letter (so never a duplicate,
-            # whose every delivery would dead-letter on its own).
-            faults = (Fault.rejected(),) * 3
-            deliveries = (arrival,)
-        elif draw < scenario.rejected_rate + scenario.transient_fault_rate:
-            kind = rng.choice(("throttling", "capacity", "lost-answer"))
-            if kind == "throttling":
-                faults = (Fault.throttling(),) * rng.randint(1, 2 * MAX_ATTEMPTS)
-            elif kind == "capacity":
-                faults = (Fault.capacity(),) * rng.randint(1, 3)
-            else:
-                faults = (Fault.lost_answer(),) * rng.choice((1, 1, MAX_ATTEMPTS))
-        event = s3_event(bucket, key, version_id, number)
-        uploads.append(Upload((bucket, key, version_id), event, deliveries, faults))
+        faults, rejected = _faults(scenario, rng)
+        if rejected:
+            deliveries = (arrival,)  # a duplicate would find the failed record: one report
+        behaviours = _behaviours(scenario, rng)
+        event = s3_event(bucket, key, version_id, number, arrival)
+        uploads.append(Upload((bucket, key, version_id), event, deliveries, faults, behaviours))
     return uploads
 
 
-def runner_environment(scenario: Scenario, backlog: Queue, dead_letter: Queue) -> dict[str, str]:
+def runner_environment(scenario: Scenario, queues: dict[str, Queue]) -> dict[str, str]:
     """What infra/runner.py puts in the Lambda's environment (network ids made up)."""
     env = {
         "CLUSTER_ARN": CLUSTER_ARN,
-        "TASK_DEFINITION_ARN": "arn:aws:ecs:us-east-1:123456789012:task-definition/jobs-job:1",
+        "TASK_DEFINITION_ARN": TASK_DEFINITION_ARN,
         "CONTAINER_NAME": "job",
         "SUBNETS": "subnet-0a1b2c3d,subnet-4e5f6a7b",
         "SECURITY_GROUPS": "sg-0123abcd",
         "ASSIGN_PUBLIC_IP": "DISABLED",
-        "CAPACITY_PROVIDER": "FARGATE",
+        "CAPACITY_PROVIDER": scenario.capacity_provider,
         "RESULT_PREFIX": "results/",
-        "BACKLOG_QUEUE_URL": backlog.url,
-        "DEAD_LETTER_QUEUE_URL": dead_letter.url,
+        "BACKLOG_QUEUE_URL": queues["backlog"].url,
+        "DEAD_LETTER_QUEUE_URL": queues["dead-letter"].url,
+        "FAILED_JOBS_QUEUE_URL": queues["failed-jobs"].url,
+        "STATE_TABLE": TABLE,
         "MAX_CONCURRENT_TASKS": str(scenario.max_concurrent_tasks),
+        "TASK_TIMEOUT_SECONDS": str(scenario.task_timeout_minutes * 60),
+        "TASK_MAX_ATTEMPTS": str(scenario.max_attempts),
+        "SPOT_FALLBACK_TO_FARGATE": str(scenario.spot_fallback).lower(),
+        "JOB_LOG_GROUP": "/jobs/job",
     }
-    if scenario.max_concurrent_tasks:
-        env["STATE_TABLE"] = TABLE
     return env
 
 
+def job_table() -> Table:
+    """The table as infra/runner.py declares it: keys, and the runner's indexes."""
+    return Table(
+        TABLE,
+        indexes={
+            name: Index(name, hash_key, range_key, INDEX_PROJECTIONS[name])
+            for name, (hash_key, range_key) in INDEXES.items()
+        },
+    )
+
+
 def build(scenario: Scenario, latency: Latency | None = None) -> Outcome:
-    """The world, ready to run: models, clients, the function, the mapping, the deliveries."""
+    """The world, ready to run: models, clients, the function, its triggers, the deliveries."""
     latency = latency or Latency()
     rng = random.Random(scenario.seed)
     uploads = plan_uploads(scenario, rng)
     sim = Simulation()
-    duration_rng = random.Random(scenario.seed + 1)
+    timing = random.Random(scenario.seed + 1)
     durations: dict[Identity, float] = {}
+    start_times: dict[Identity, float] = {}
 
     def duration(identity: Identity) -> float:
         if identity not in durations:
-            durations[identity] = duration_rng.uniform(*scenario.duration)
+            durations[identity] = timing.uniform(*scenario.duration)
         return durations[identity]
 
+    def start_time(identity: Identity) -> float:
+        return timing.uniform(*scenario.start_time)
+
+    behaviours = {upload.identity: upload.behaviours for upload in uploads}
+
+    def plan(identity: Identity, attempt: int) -> Behaviour:
+        planned = behaviours.get(identity, ())
+        return planned[attempt - 1] if attempt <= len(planned) else Behaviour()
+
+    events = EventBus(
+        sim,
+        random.Random(scenario.seed + 4),
+        delay=scenario.event_delay,
+        duplicate_rate=scenario.event_duplicate_rate,
+        outages=[scenario.outage] if scenario.outage else [],
+    )
     ecs = EcsModel(
         sim,
         duration=duration,
+        start_time=start_time,
+        plan=plan,
         account_limit=scenario.account_limit,
         faults={upload.identity: upload.faults for upload in uploads if upload.faults},
+        events=events,
+        rng=random.Random(scenario.seed + 5),
     )
     sqs = SqsModel(sim)
     dead_letter = sqs.create(Queue("jobs-dlq"))
+    failed_jobs = sqs.create(Queue("jobs-failed-jobs"))
     backlog = sqs.create(
         Queue(
             "jobs-backlog",
@@ -276,12 +402,14 @@ def build(scenario: Scenario, latency: Latency | None = None) -> Outcome:
             max_receives=MAX_RECEIVES,
         )
     )
-    dynamodb = DynamoModel(sim)
+    dynamodb = DynamoModel(lambda: EPOCH + sim.now, index_lag=scenario.index_lag)
+    dynamodb.create(job_table())
     retries = BotocoreRetries(
         sim, random.Random(scenario.seed + 2), max_attempts=MAX_ATTEMPTS,
         read_timeout=READ_TIMEOUT_SECONDS,
     )  # fmt: skip
-    settings = load_settings(runner_environment(scenario, backlog, dead_letter))
+    queues = {"backlog": backlog, "dead-letter": dead_letter, "failed-jobs": failed_jobs}
+    settings = [load_settings(runner_environment(scenario, queues))]
     services = Services(
         SimEcsClient(ecs, retries, latency),  # type: ignore[arg-type]
         sqs=SimSqsClient(sqs, retries, latency),  # type: ignore[arg-type]
@@ -289,7 +417,7 @@ def build(scenario: Scenario, latency: Latency | None = None) -> Outcome:
         clock=lambda: EPOCH + sim.now,
         sleep=sim.sleep,
         rng=random.Random(scenario.seed + 3),
-        emit_metric=lambda line: None,  # thousands of batches wait; CloudWatch is not modelled
+        emit_metric=lambda line: None,  # CloudWatch is not modelled
     )
     lambdas = LambdaModel(
         sim,
@@ -305,20 +433,34 @@ def build(scenario: Scenario, latency: Latency | None = None) -> Outcome:
         batch_size=scenario.batch_size,
         batching_window=scenario.batching_window,
     )
+    family_prefix = TASK_DEFINITION_ARN.rsplit(":", 1)[0] + ":"
+    events.rule(
+        task_stopped_pattern(CLUSTER_ARN, family_prefix),
+        lambda event, at: lambdas.deliver(event, at, kind="task-event"),
+    )
+    events.schedule(
+        SWEEP_SECONDS,
+        lambda event, at: lambdas.deliver(event, at, kind="sweep"),
+        until=scenario.horizon,
+    )
+    if scenario.raise_cap_to:
+        raised = replace(settings[0], max_concurrent_tasks=scenario.raise_cap_to)
+        sim.call_at(scenario.raise_cap_at, lambda: settings.append(raised))
     for upload in uploads:
         for when in upload.deliveries:
             lambdas.deliver(upload.event, when)
     return Outcome(
-        scenario, uploads, sim, ecs, sqs, dynamodb, lambdas, backlog, dead_letter, retries,
-        settings, services,
+        scenario, uploads, sim, ecs, sqs, dynamodb, events, lambdas, backlog, dead_letter,
+        failed_jobs, retries, settings, services,
     )  # fmt: skip
 
 
-def runner_function(settings: RunnerSettings, services: Services) -> Callable[..., Any]:
-    """handler.handler, but for where its settings and clients come from."""
+def runner_function(settings: list[RunnerSettings], services: Services) -> Callable[..., Any]:
+    """handler.handler, but for where its settings and clients come from: each invocation takes
+    the settings in force when it starts, as a new Lambda container would after a deploy."""
 
     def function(event: Any, remaining_ms: Callable[[], int]) -> Any:
-        return process_event(event, settings, services, remaining_ms=remaining_ms)
+        return route(event, settings[-1], services, remaining_ms=remaining_ms)
 
     return function
 
@@ -337,12 +479,13 @@ def settle(outcome: Outcome, after: float) -> None:
     quiet_after = after + 3 * 60 + 2 * FUNCTION_TIMEOUT_SECONDS
 
     def watch() -> None:
-        outcome.samples.append((sim.now, len(outcome.backlog), len(outcome.ecs.in_flight)))
         settled = (
             sim.now > quiet_after
             and not outcome.backlog.messages
             and not outcome.ecs.in_flight
             and outcome.lambdas.stats.concurrent == 0
+            and outcome.dynamodb.count(TABLE, WAITING_INDEX) == 0
+            and outcome.dynamodb.count(TABLE, SWEEP_INDEX) == 0
         )
         if settled:
             outcome.settled_at = sim.now
@@ -361,35 +504,103 @@ def replay(outcome: Outcome, event: Any) -> None:
 
     def call() -> None:
         try:
-            process_event(event, outcome.settings, outcome.services)
+            route(event, outcome.settings[-1], outcome.services)
         except Exception as error:  # counted, as the redrive reports it
             outcome.replay_failures.append(str(error))
 
     outcome.sim.spawn(call, name="redrive")
 
 
+# --- figures -----------------------------------------------------------------------------------
+
+# us-east-1 list prices (REFERENCE.md; DynamoDB on demand since November 2024; Lambda arm64).
+LAMBDA_REQUEST = 0.20 / 1e6
+LAMBDA_GB_SECOND = 0.0000133334
+LAMBDA_MEMORY_GB = 0.25  # infra/runner.py MEMORY_MB
+SQS_REQUEST = 0.40 / 1e6
+DYNAMODB_WRITE_UNIT = 0.625 / 1e6
+DYNAMODB_READ_UNIT = 0.125 / 1e6
+
+
+def best_hours(work_seconds: float, scenario: Scenario, limit: int) -> float:
+    """The soonest the work could end at the limits in force, plus the arrival window."""
+    if scenario.raise_cap_to and scenario.raise_cap_at * limit < work_seconds:
+        rest = work_seconds - scenario.raise_cap_at * limit
+        finish = scenario.raise_cap_at + rest / min(scenario.account_limit, scenario.raise_cap_to)
+    else:
+        finish = work_seconds / limit
+    return (finish + scenario.arrival_window) / 3600
+
+
+def order_inversions(outcome: Outcome, slack: float = 60.0) -> int:
+    """Uploads whose first RunTask came while one recorded more than `slack` before them had
+    not had its first yet: out of order beyond the slack the design allows."""
+    first = outcome.ecs.first_call
+    pairs = sorted(
+        (job.recorded_at, first[identity])
+        for identity, job in outcome.jobs().items()
+        if identity in first
+    )
+    readies = [ready for ready, _ in pairs]
+    latest_before: list[float] = []  # the latest first call among jobs recorded up to here
+    latest = float("-inf")
+    for _, called in pairs:
+        latest = max(latest, called)
+        latest_before.append(latest)
+    inversions = 0
+    for ready, called in pairs:
+        before = bisect.bisect_left(readies, ready - slack)
+        if before and latest_before[before - 1] > called:
+            inversions += 1
+    return inversions
+
+
+def cap_use(outcome: Outcome) -> tuple[int, int, float | None]:
+    """Most tasks in flight before and after the cap was raised, and seconds until the raised
+    cap was first used in full (None: never, or no raise)."""
+    scenario = outcome.scenario
+    if not scenario.raise_cap_to:
+        return outcome.ecs.peak_in_flight, 0, None
+    before = max((n for t, n in outcome.ecs.in_flight_changes if t < scenario.raise_cap_at), default=0)
+    after = [(t, n) for t, n in outcome.ecs.in_flight_changes if t >= scenario.raise_cap_at]
+    peak_after = max((n for _, n in after), default=0)
+    reached = next((t for t, n in after if n >= scenario.raise_cap_to), None)
+    return before, peak_after, None if reached is None else reached - scenario.raise_cap_at
+
+
 @dataclass(frozen=True)
 class Figures:
-    """A run's figures, as the proof prints and checks them (picklable, unlike the world)."""
+    """A run's figures, as the proofs print and check them (picklable, unlike the world)."""
 
     label: str
     uploads: int
     deliveries: int
     tasks: int
-    with_one_task: int
+    with_one_success: int
     duplicated: int
     lost: int
+    overlapping: int
     dead_letters: int
+    failed_jobs: int
     expired: int
     limit: int
     peak_in_flight: int
+    peak_before_raise: int
+    peak_after_raise: int
+    raised_cap_used_after: float | None
     finished_hours: float
     best_hours: float
     invocations: dict[str, int]
     lambda_errors: int  # invocations that raised or timed out
+    lambda_seconds: float
+    run_task_calls: int
     sqs_requests: dict[str, int]
+    dynamodb_units: dict[str, float]
+    dynamodb_calls: dict[str, int]
     events: int
     faults: dict[str, int]
+    order_inversions: int
+    events_dropped: int
 
     @property
     def ratio(self) -> float:
@@ -400,34 +611,64 @@ class Figures:
         return sum(self.invocations.values()) / self.uploads
 
     @property
-    def sqs_requests_per_upload(self) -> float:
-        return sum(self.sqs_requests.values()) / self.uploads
+    def run_task_per_upload(self) -> float:
+        return self.run_task_calls / self.uploads
+
+    def dollars_per_thousand(self) -> dict[str, float]:
+        """What the scheduler's requests cost per 1,000 uploads, at list prices."""
+        per = 1000 / self.uploads
+        lambda_cost = (
+            sum(self.invocations.values()) * LAMBDA_REQUEST
+            + self.lambda_seconds * LAMBDA_MEMORY_GB * LAMBDA_GB_SECOND
+        )
+        return {
+            "Lambda": lambda_cost * per,
+            "SQS": sum(self.sqs_requests.values()) * SQS_REQUEST * per,
+            "DynamoDB": (
+                self.dynamodb_units.get("write", 0) * DYNAMODB_WRITE_UNIT
+                + self.dynamodb_units.get("read", 0) * DYNAMODB_READ_UNIT
+            )
+            * per,
+            "EventBridge": 0.0,  # AWS service events and scheduled rules are free
+        }
 
 
 def figures(outcome: Outcome, label: str) -> Figures:
     scenario = outcome.scenario
     counted = tally(outcome)
     limit = min(scenario.account_limit, scenario.max_concurrent_tasks or scenario.account_limit)
-    task_seconds = sum(task.stops_at - task.started_at for task in outcome.ecs.tasks)
+    work = sum(task.stops_at - task.created_at for task in outcome.ecs.tasks if task.stopped)
+    before, after, reached = cap_use(outcome)
     return Figures(
         label=label,
         uploads=len(outcome.uploads),
         deliveries=sum(len(upload.deliveries) for upload in outcome.uploads),
         tasks=counted.tasks,
-        with_one_task=counted.with_one_task,
+        with_one_success=counted.with_one_success,
         duplicated=len(counted.duplicated),
         lost=len(counted.lost),
+        overlapping=len(counted.overlapping),
         dead_letters=len(outcome.dead_letter.messages),
+        failed_jobs=len(outcome.failed_jobs.messages),
         expired=counted.expired,
         limit=limit,
         peak_in_flight=outcome.ecs.peak_in_flight,
+        peak_before_raise=before,
+        peak_after_raise=after,
+        raised_cap_used_after=reached,
         finished_hours=outcome.ecs.last_stop / 3600,
-        best_hours=(task_seconds / limit + scenario.arrival_window) / 3600,
+        best_hours=best_hours(work, scenario, limit),
         invocations=dict(outcome.lambdas.stats.invocations),
         lambda_errors=sum(outcome.lambdas.stats.errors.values()),
+        lambda_seconds=outcome.lambdas.stats.seconds,
+        run_task_calls=outcome.ecs.calls["RunTask"],
         sqs_requests=dict(outcome.sqs.calls),
+        dynamodb_units=dict(outcome.dynamodb.units),
+        dynamodb_calls=dict(outcome.dynamodb.calls),
         events=outcome.sim.events,
         faults=dict(outcome.ecs.faults_given),
+        order_inversions=order_inversions(outcome),
+        events_dropped=outcome.events.dropped,
     )
 
 
