@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,10 @@ SLOTS = {PARTITION_KEY: {"S": SCHEDULER}, SORT_KEY: {"S": "slots"}}
 STATS = {PARTITION_KEY: {"S": SCHEDULER}, SORT_KEY: {"S": "stats"}}
 QUERY_PAGE = 100
 BATCH_GET = 100  # BatchGetItem's limit
-CONFLICT_RETRIES = 3  # TransactionConflict: another transaction touched the slots item
+# TransactionConflict: another transaction held the slots item (or the job) at that moment. A
+# burst of uploads contends for the slots item; retries with jittered, doubling pauses spread
+# the contenders out (about 1.5 s in all).
+CONFLICT_RETRIES = 5
 
 
 class StoreError(Exception):
@@ -308,6 +312,28 @@ def _stats(item: Mapping[str, Any]) -> Stats:
     )
 
 
+def slots_update(
+    table: str, delta: int, limit: int | None, account_limit_seen_at: float | None
+) -> dict[str, Any]:
+    """The slots item's part of a transaction that takes (+1) or frees (-1) a slot."""
+    slots: dict[str, Any] = {
+        "TableName": table,
+        "Key": SLOTS,
+        "UpdateExpression": "ADD #active :delta",
+        "ExpressionAttributeNames": {"#active": "active"},
+        "ExpressionAttributeValues": {":delta": _number(delta)},
+    }
+    if delta > 0 and limit is not None:
+        slots["ConditionExpression"] = "attribute_not_exists(#active) OR #active < :limit"
+        slots["ExpressionAttributeValues"][":limit"] = _number(limit)
+    if account_limit_seen_at is not None:
+        # The slots still taken once this one is freed (the update reads the item as it was).
+        slots["UpdateExpression"] += " SET #limit = #active + :delta, #seen = :seen"
+        slots["ExpressionAttributeNames"] |= {"#limit": "accountLimit", "#seen": "limitSeenAt"}
+        slots["ExpressionAttributeValues"][":seen"] = _number(account_limit_seen_at)
+    return slots
+
+
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
@@ -316,12 +342,22 @@ class JobStore:
     """The table, through one DynamoDB client; every method names what failed."""
 
     def __init__(
-        self, dynamodb: DynamoDBClient, table: str, *, record_days: int, sleep: Any = time.sleep
+        self,
+        dynamodb: DynamoDBClient,
+        table: str,
+        *,
+        record_days: int,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.dynamodb = dynamodb
         self.table = table
         self.record_days = record_days
         self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+
+    def _pause(self, attempt: int) -> None:
+        self._sleep(0.025 * 2**attempt * self._rng.uniform(0.5, 1.5))
 
     def _encode(self, job: Job) -> dict[str, Any]:
         return encode(job, record_days=self.record_days)
@@ -362,14 +398,25 @@ class JobStore:
     def reread(self, job: Job) -> Job | None:
         return self.get(job.bucket, job.key, job.job_id)
 
-    def apply(self, before: Job, after: Job, *, limit: int | None = None) -> Job:
+    def apply(
+        self,
+        before: Job,
+        after: Job,
+        *,
+        limit: int | None = None,
+        account_limit_seen_at: float | None = None,
+    ) -> Job:
         """Write `after` over `before` if the record is still `before`; returns it as written.
 
         When the change takes a slot, it is refused with Full unless fewer than `limit` (None:
-        any number) are taken; Conflict when the record changed meanwhile.
+        any number) are taken; Conflict when the record changed meanwhile. With
+        `account_limit_seen_at`, the change frees a slot ECS refused at the account's limit
+        then: the slots that stay taken are noted as that limit, in the same write.
         """
         written = replace(after, version=before.version + 1)
-        expression, names, values = update_expression(self._encode(before), self._encode(written))
+        expression, names, values = update_expression(
+            self._encode(before), self._encode(written)
+        )
         names["#version"] = "version"
         values[":expected"] = _number(before.version)
         update: dict[str, Any] = {
@@ -384,7 +431,8 @@ class JobStore:
         if delta == 0:
             self._update(update, before)
         else:
-            self._transact(update, delta, limit, before)
+            slots = slots_update(self.table, delta, limit, account_limit_seen_at)
+            self._transact(update, slots, before)
         return written
 
     def _update(self, update: dict[str, Any], job: Job) -> None:
@@ -398,17 +446,7 @@ class JobStore:
         except BotoCoreError as error:
             raise StoreError(f"writing the job of {job.location} failed: {error}") from error
 
-    def _transact(self, update: dict[str, Any], delta: int, limit: int | None, job: Job) -> None:
-        slots: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": SLOTS,
-            "UpdateExpression": "ADD #active :delta",
-            "ExpressionAttributeNames": {"#active": "active"},
-            "ExpressionAttributeValues": {":delta": _number(delta)},
-        }
-        if delta > 0 and limit is not None:
-            slots["ConditionExpression"] = "attribute_not_exists(#active) OR #active < :limit"
-            slots["ExpressionAttributeValues"][":limit"] = _number(limit)
+    def _transact(self, update: dict[str, Any], slots: dict[str, Any], job: Job) -> None:
         job_update = {name: value for name, value in update.items() if name != "TableName"}
         job_update["TableName"] = self.table
         for attempt in range(CONFLICT_RETRIES + 1):
@@ -427,7 +465,7 @@ class JobStore:
                 if reasons[1:2] == ["ConditionalCheckFailed"]:
                     raise Full(job.location) from None
                 if "TransactionConflict" in reasons and attempt < CONFLICT_RETRIES:
-                    self._sleep(0.05 * (attempt + 1))
+                    self._pause(attempt)
                     continue
                 raise StoreError(f"writing the job of {job.location} failed: {error}") from error
             except BotoCoreError as error:
@@ -556,27 +594,6 @@ class JobStore:
             account_limit=_optional_int(raw, "accountLimit"),
             limit_seen_at=_optional_float(raw, "limitSeenAt"),
         )
-
-    def note_account_limit(self, limit: int, now: float) -> None:
-        """ECS refused a task at the account's limit, with `limit` of ours holding slots."""
-        for attempt in range(CONFLICT_RETRIES + 1):
-            try:
-                self.dynamodb.update_item(
-                    TableName=self.table,
-                    Key=SLOTS,
-                    UpdateExpression="SET #limit = :limit, #seen = :now",
-                    ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
-                    ExpressionAttributeValues={":limit": _number(limit), ":now": _number(now)},
-                )
-            except ClientError as error:
-                # Slots change in transactions, which a plain write meeting one must wait out.
-                if _code(error) == "TransactionConflictException" and attempt < CONFLICT_RETRIES:
-                    self._sleep(0.05 * (attempt + 1))
-                    continue
-                logger.warning(json.dumps({"slots": "limit not noted", "error": str(error)}))
-            except BotoCoreError as error:
-                logger.warning(json.dumps({"slots": "limit not noted", "error": str(error)}))
-            return
 
     def stats(self) -> Stats:
         try:

@@ -102,8 +102,11 @@ class Scheduler:
         self.remaining_ms = remaining_ms
         self.reporter = reports.Reporter(store, settings, services)
 
-    def fill(self, own: Iterable[Job] = ()) -> FillReport:
-        """Start the oldest ready jobs into the free slots; `own`: jobs just recorded."""
+    def fill(self, own: Iterable[Job] = (), *, most: int | None = None) -> FillReport:
+        """Start the oldest ready jobs into the free slots; `own`: jobs just recorded; `most`:
+        start no more than this many (an upload starts as many jobs as it brought, its own or
+        older ones in their place: a burst of uploads does not make every invocation contend
+        for every free slot at once)."""
         report = FillReport()
         now = self.services.clock()
         try:
@@ -112,7 +115,7 @@ class Scheduler:
             report.stopped_because = str(error)
             return report
         limit = slot_limit(self.settings.max_concurrent_tasks, slots, now)
-        free = free_slots(limit, slots)
+        free = free_slots(limit, slots) if most is None else min(most, free_slots(limit, slots))
         if free == 0:
             report.stopped_because = f"all {limit} slots are taken"
             return report
@@ -211,10 +214,9 @@ class Scheduler:
             return Started(self.store.apply(job, after), "started", answer.task_arn)
         if answer.waits:
             after = job_record.not_started(job, attempt.number, now=now, reason=answer.reason)
-            written = self.store.apply(job, after)
-            if answer.answer == "quota":
-                # Ours holding slots when ECS said the account is full: its limit, for now.
-                self.store.note_account_limit(self._active_after_release(), now)
+            # At the account's quota, ours still holding slots are its limit, for now.
+            seen = now if answer.answer == "quota" else None
+            written = self.store.apply(job, after, account_limit_seen_at=seen)
             return Started(written, answer.answer, reason=answer.reason)
         if answer.answer == "rejected":
             after = job_record.failed(
@@ -224,12 +226,6 @@ class Scheduler:
             self.store.count(failed=1)
             return Started(written, "rejected", reason=answer.reason)
         return Started(job, "lost", reason=answer.reason)  # the slot stays held: it may run
-
-    def _active_after_release(self) -> int:
-        try:
-            return self.store.slots().active
-        except StoreError:
-            return 0
 
     def _reread(self, job: Job) -> Job | None:
         try:

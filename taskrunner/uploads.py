@@ -215,7 +215,9 @@ def handle_uploads(
                 f"{why}; parking it in the backlog failed: {refused}"
             )
             line["outcome"] = "failed"
-    report = Scheduler(store, settings, services, remaining_ms=remaining_ms).fill(intake.jobs)
+    report = Scheduler(store, settings, services, remaining_ms=remaining_ms).fill(
+        intake.jobs, most=len(intake.jobs)
+    )
     for job in intake.jobs:
         if job.location in report.started:
             summary["started"][job.key] = report.started[job.location]
@@ -290,5 +292,5 @@ def handle_backlog(
             keep.append(message.message_id)
             retry.append(message)
     defer(retry, settings, services)
-    Scheduler(store, settings, services, remaining_ms=remaining_ms).fill(own)
+    Scheduler(store, settings, services, remaining_ms=remaining_ms).fill(own, most=len(own))
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in keep]}
