@@ -95,17 +95,14 @@ def runner_policy(
     cap: list[Statement] = []
     if state_table_arn is not None:
         cap = [
-            # ListTasks is authorised on the cluster's container instances (Service
-            # Authorization Reference, Amazon ECS); the condition keeps it to this cluster.
+            # A cluster-wide ListTasks names no container instance, so IAM authorises it
+            # against "*" (the reference lists only container-instance; the ECS guide's own
+            # example grants "*"): the ecs:cluster condition is what keeps it to this cluster.
+            # See WILDCARD_RESOURCE_EXCEPTIONS.
             allow(
                 "CountTheJobsTasksForTheCap",
                 ["ecs:ListTasks"],
-                [
-                    context.arn(
-                        "ecs",
-                        pulumi.Output.concat("container-instance/", target.cluster_name, "/*"),
-                    )
-                ],
+                ["*"],
                 condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
             ),
             # Whether a task started a moment ago has stopped already.
