@@ -51,6 +51,14 @@ def validate(name: str, args: S3FargateJobsArgs) -> Settings:
             "and the component writes it. Pass ExistingNotifications() if the bucket notifies "
             "nothing else, or list its other targets there so they are kept."
         )
+    notifications = args.existing_bucket_notifications
+    if args.bucket_name is None and notifications is not None and notifications.says_anything:
+        raise ConfigError(
+            "S3FargateJobsArgs.existing_bucket_notifications describes an existing bucket, but "
+            "bucket_name is not set: the bucket the component creates notifies the runner only, "
+            "with EventBridge off. Set bucket_name to the bucket they belong to, or leave "
+            "existing_bucket_notifications out."
+        )
     with naming(ARGS_NAMING):
         settings = parse_settings(
             args.to_config(), project=pulumi.get_project(), stack=pulumi.get_stack()

@@ -321,7 +321,8 @@ class TaskRunner(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         # The only notification configuration of the bucket (a second one would replace it):
-        # the trigger, and whatever else an existing bucket notified, kept as it was.
+        # the trigger, and whatever else an existing bucket notified, kept as it was, its
+        # EventBridge delivery included (the provider writes false unless told).
         # S3 validates the destination when it is set, so the permission must exist first.
         others = bucket.other_notifications
         self.notification = aws.s3.BucketNotification(
@@ -341,8 +342,12 @@ class TaskRunner(pulumi.ComponentResource):
             ],
             queues=list(others.queues) or None,
             topics=list(others.topics) or None,
+            eventbridge=others.eventbridge,
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.permission, *bucket.configured]
+                parent=self,
+                depends_on=[self.permission, *bucket.configured],
+                # Deleting writes an empty configuration, the other targets' too.
+                retain_on_delete=others.retain_on_delete,
             ),
         )
         self.register_outputs(
