@@ -40,7 +40,8 @@ MAX_REASON_CHARACTERS = 4000
 REASON_ATTRIBUTE = "reason"
 # How long the oldest upload still waiting has waited: an embedded-metric log line that
 # CloudWatch turns into a metric, watched by the backlog's alarm (infra/monitoring.py has the
-# same names). SQS's ApproximateAgeOfOldestMessage skips messages received three times or more.
+# same names). SQS's ApproximateAgeOfOldestMessage skips messages received three times or more;
+# the alarm watches it too, for when the runner does not run at all.
 METRIC_NAMESPACE = "S3FargateJobs"
 WAIT_METRIC = "OldestWaitSeconds"
 METRIC_DIMENSION = "Backlog"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import pytest
-
 from infra.monitoring import BACKLOG_DIMENSION, BACKLOG_METRIC_NAMESPACE, BACKLOG_WAIT_METRIC
 from infra.runner import BACKLOG_MAX_RECEIVES, TIMEOUT_SECONDS
 from jobctl.evaluate import DeclaredResource, Evaluation
@@ -133,20 +131,53 @@ def test_the_runner_may_park_defer_and_read_only_the_backlog(stack: Evaluation) 
     assert statements["ReadTheBacklog"]["Resource"] == [arn]
 
 
-@pytest.mark.parametrize("name", ["namespace", "metric", "dimension"])
-def test_the_alarm_watches_the_metric_the_runner_writes(stack: Evaluation, name: str) -> None:
-    alarm = stack.named(ALARM, "-backlog-age").inputs
-    ours = {
-        "namespace": (alarm["namespace"], BACKLOG_METRIC_NAMESPACE),
-        "metric": (alarm["metricName"], BACKLOG_WAIT_METRIC),
-        "dimension": (list(alarm["dimensions"]), [BACKLOG_DIMENSION]),
-    }[name]
-    runners = {
-        "namespace": runner_backlog.METRIC_NAMESPACE,
-        "metric": runner_backlog.WAIT_METRIC,
-        "dimension": [runner_backlog.METRIC_DIMENSION],
-    }[name]
-    assert ours[0] == ours[1] == runners
+def alarm_queries(alarm: DeclaredResource) -> dict[str, dict[str, Any]]:
+    return {query["id"]: query for query in alarm.inputs["metricQueries"]}
+
+
+def watched(alarm: DeclaredResource) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, metric) -> the metric query, for every metric the alarm reads."""
+    return {
+        (q["metric"]["namespace"], q["metric"]["metricName"]): q
+        for q in alarm_queries(alarm).values()
+        if "metric" in q
+    }
+
+
+def test_the_alarm_watches_the_metric_the_runner_writes(stack: Evaluation) -> None:
+    alarm = stack.named(ALARM, "-backlog-age")
+    runners = (runner_backlog.METRIC_NAMESPACE, runner_backlog.WAIT_METRIC)
+    assert runners == (BACKLOG_METRIC_NAMESPACE, BACKLOG_WAIT_METRIC)
+    query = watched(alarm)[runners]
+    assert list(query["metric"]["dimensions"]) == [runner_backlog.METRIC_DIMENSION]
+    assert query["metric"]["dimensions"] == {BACKLOG_DIMENSION: backlog(stack).outputs["name"]}
+
+
+def test_the_alarm_sees_uploads_wait_while_nothing_consumes_the_backlog(stack: Evaluation) -> None:
+    # The runner's metric exists only while the runner runs and defers; with the mapping
+    # disabled or the runner failing before it settles, uploads would wait silently. SQS
+    # publishes the age of the oldest message whether or not anything receives it.
+    alarm = stack.named(ALARM, "-backlog-age")
+    query = watched(alarm)[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
+    assert query["metric"]["dimensions"] == {"QueueName": backlog(stack).outputs["name"]}
+    assert query["metric"]["stat"] == "Maximum"
+    assert query["returnData"] is False
+
+
+def test_the_alarm_fires_on_the_largest_age_any_metric_reports_missing_data_counting_as_none(
+    stack: Evaluation,
+) -> None:
+    alarm = stack.named(ALARM, "-backlog-age")
+    queries = alarm_queries(alarm)
+    (result,) = [q for q in queries.values() if q.get("returnData")]
+    metric_ids = sorted(q for q in queries if "metric" in queries[q])
+    # MAX over every source, each filled with 0 where it has no data in a period: a silent
+    # runner does not hide what SQS reports, nor SQS's skipping of often-received messages
+    # what the runner reports.
+    assert result["expression"] == "MAX([" + ", ".join(f"FILL({q}, 0)" for q in metric_ids) + "])"
+    for query in queries.values():
+        if "metric" in query:
+            assert query["metric"]["stat"] == "Maximum"
 
 
 def test_the_alarm_fires_when_an_upload_waited_longer_than_the_configured_age(
@@ -155,11 +186,12 @@ def test_the_alarm_fires_when_an_upload_waited_longer_than_the_configured_age(
     alarm = stack.named(ALARM, "-backlog-age")
     minutes = int(stack.config["s3-fargate-jobs:backlogAgeAlarmMinutes"])
     assert alarm.inputs["threshold"] == minutes * 60
-    assert alarm.inputs["dimensions"] == {BACKLOG_DIMENSION: backlog(stack).outputs["name"]}
-    assert alarm.inputs["statistic"] == "Maximum"
+    assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
     assert alarm.inputs["treatMissingData"] == "notBreaching"
-    # Every waiting upload is seen within an hour: the alarm looks back that far.
-    seen_within = alarm.inputs["period"] * alarm.inputs["evaluationPeriods"]
-    assert seen_within >= MAX_RETRY_SECONDS
+    assert alarm.inputs["datapointsToAlarm"] == 1
+    # Every waiting upload is seen by the runner within an hour: the alarm looks back that far.
+    periods = {q["metric"]["period"] for q in watched(alarm).values()}
+    (period,) = periods
+    assert period * alarm.inputs["evaluationPeriods"] >= MAX_RETRY_SECONDS
     topic = stack.one("aws:sns/topic:Topic").outputs["arn"]
     assert alarm.inputs["alarmActions"] == [topic]
