@@ -16,12 +16,18 @@ MAX_SUBNETS = 16  # awsvpcConfiguration limits
 MAX_SECURITY_GROUPS = 5
 MAX_CONCURRENT_TASKS = 100_000  # far above any account's Fargate quota; 0 means no cap
 # How long a parked upload waits before its first retry, and the most it waits between two:
-# the delay doubles from the first to the second. SQS delays a new message by at most 900 s
-# and keeps a received one invisible for at most 12 h.
+# the delay doubles from the first to the second. SQS delays a new message by at most 900 s.
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 3600
 FIRST_RETRY_BOUNDS = (1, 900)
-MAX_RETRY_BOUNDS = (1, 43_200)
+# A received message stays hidden at most 12 h counted from its receipt, so SQS refuses a
+# ChangeMessageVisibility asking for 12 h less what has passed since (SQS developer guide,
+# "Visibility timeout"). The change comes after the batching window (10 s) and within the
+# function's timeout (120 s), and never succeeds later than the backlog's visibility timeout
+# (720 s, infra/runner.py), when the message is no longer in flight: 12 h less that is safe.
+RECEIVED_MESSAGE_MAX_HIDDEN_SECONDS = 43_200
+BACKLOG_VISIBILITY_TIMEOUT_SECONDS = 720
+MAX_RETRY_BOUNDS = (1, RECEIVED_MESSAGE_MAX_HIDDEN_SECONDS - BACKLOG_VISIBILITY_TIMEOUT_SECONDS)
 
 _CLUSTER_ARN = re.compile(r"arn:[a-z-]+:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}")
 _TASK_DEFINITION_ARN = re.compile(
@@ -135,7 +141,15 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
         environ, "BACKLOG_FIRST_RETRY_SECONDS", FIRST_RETRY_BOUNDS, FIRST_RETRY_SECONDS, problems
     )
     max_retry = _whole_number(
-        environ, "BACKLOG_MAX_RETRY_SECONDS", MAX_RETRY_BOUNDS, MAX_RETRY_SECONDS, problems
+        environ,
+        "BACKLOG_MAX_RETRY_SECONDS",
+        MAX_RETRY_BOUNDS,
+        MAX_RETRY_SECONDS,
+        problems,
+        why=(
+            "SQS hides a received message at most 12 h from its receipt, and the change comes "
+            f"up to {BACKLOG_VISIBILITY_TIMEOUT_SECONDS} s after it"
+        ),
     )
     if first_retry is not None and max_retry is not None and max_retry < first_retry:
         problems.append(
@@ -189,11 +203,14 @@ def _whole_number(
     bounds: tuple[int, int],
     default: int | None,
     problems: list[str],
+    *,
+    why: str = "",
 ) -> int | None:
-    """A whole number within `bounds`; `default` when unset (None: the variable is required)."""
+    """A whole number within `bounds`; `default` when unset (None: the variable is required).
+    `why` says where the bounds come from, when that is not obvious."""
     value = environ.get(name, "").strip()
     low, high = bounds
-    allowed = f"a whole number from {low} to {high}"
+    allowed = f"a whole number from {low} to {high}" + (f" ({why})" if why else "")
     if not value:
         if default is None:
             problems.append(f"{name} is missing; set it to {allowed}")

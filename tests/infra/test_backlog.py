@@ -15,7 +15,12 @@ if str(TASKRUNNER_DIR) not in sys.path:
     sys.path.insert(0, str(TASKRUNNER_DIR))
 
 import backlog as runner_backlog
-from runner_settings import MAX_RETRY_SECONDS, load_settings
+from runner_settings import (
+    BACKLOG_VISIBILITY_TIMEOUT_SECONDS,
+    MAX_RETRY_BOUNDS,
+    MAX_RETRY_SECONDS,
+    load_settings,
+)
 
 QUEUE = "aws:sqs/queue:Queue"
 FUNCTION = "aws:lambda/function:Function"
@@ -59,6 +64,15 @@ def test_the_backlog_redrives_to_the_dead_letter_queue_after_the_runners_last_tr
     redrive = as_json(backlog(stack).inputs["redrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dead_letter_queue(stack).outputs["arn"]
     assert redrive["maxReceiveCount"] == BACKLOG_MAX_RECEIVES == runner_backlog.MAX_RECEIVES
+
+
+def test_the_longest_deferral_the_runner_accepts_fits_sqs_12_hours_after_the_latest_change(
+    stack: Evaluation,
+) -> None:
+    # A deferral can only succeed while the batch is still hidden; SQS counts 12 h from receipt.
+    visibility = backlog(stack).inputs["visibilityTimeoutSeconds"]
+    assert visibility == BACKLOG_VISIBILITY_TIMEOUT_SECONDS
+    assert MAX_RETRY_BOUNDS[1] + visibility <= 12 * 3600
 
 
 def test_the_runner_consumes_the_backlog_in_bounded_batches_with_partial_failures(
