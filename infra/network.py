@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -18,7 +18,7 @@ INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "logs")
 # ECS reads the job's secrets before the container starts, from the store each lives in; without
 # a way there the task stops with ResourceInitializationError. Each endpoint costs by the hour,
 # so only the stores the secrets use get one. KMS needs none: the store decrypts for ECS.
-SECRET_STORE_ENDPOINT_SERVICES: dict[SecretStore, str] = {
+SECRET_STORE_ENDPOINT_SERVICES: Mapping[SecretStore, str] = {
     "ssm": "ssm",
     "secretsmanager": "secretsmanager",
 }
