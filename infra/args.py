@@ -27,11 +27,32 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ExistingNotifications:
     """What an existing bucket already notifies. S3 keeps one notification configuration per
-    bucket: the component writes it with these targets kept beside its own trigger."""
+    bucket: the component writes it with these targets kept beside its own trigger.
+
+    `eventbridge`: the bucket sends its events to EventBridge. The flag is part of the same
+    configuration, so unless it is stated here the component switches that delivery off.
+    `retain_on_delete`: leave the configuration in place when the component is destroyed. The
+    provider's delete otherwise writes an empty configuration, removing these targets and the
+    EventBridge flag along with the trigger. Retained, the trigger still names the deleted
+    function: remove it when the bucket's configuration is next written.
+    """
 
     lambda_functions: Sequence[aws.s3.BucketNotificationLambdaFunctionArgs] = ()
     queues: Sequence[aws.s3.BucketNotificationQueueArgs] = ()
     topics: Sequence[aws.s3.BucketNotificationTopicArgs] = ()
+    eventbridge: bool = False
+    retain_on_delete: bool = False
+
+    @property
+    def says_anything(self) -> bool:
+        """Whether these describe anything beyond "the bucket notifies nothing else"."""
+        return bool(
+            self.lambda_functions
+            or self.queues
+            or self.topics
+            or self.eventbridge
+            or self.retain_on_delete
+        )
 
 
 @dataclass(frozen=True)

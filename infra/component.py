@@ -13,7 +13,6 @@ argument is validated before anything is declared, as the stack's config is.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pulumi
@@ -22,24 +21,21 @@ import pulumi_aws as aws
 from .args import ExistingNotifications, S3FargateJobsArgs
 from .aws_context import AwsContext, current_aws_context
 from .cluster import JobCluster
-from .config import ARGS_NAMING, ConfigError, Settings, naming, parse_settings
+from .config import (
+    ARGS_NAMING,
+    ConfigError,
+    Settings,
+    check_processor_in_default_image,
+    naming,
+    parse_settings,
+)
 from .image import TaskImage
 from .job import CONTAINER_NAME, JobDefinition
 from .monitoring import FailureMonitoring
 from .network import Network
 from .runner import JobTarget, TaskRunner, UploadSource
+from .sources import DEFAULT_JOB_IMAGE, bundled
 from .storage import UploadBucket
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def bundled(folder: str) -> Path:
-    """The runner's source or the job's build context: inside the installed package, or beside
-    this folder in the repository. Relative to the program's folder, as Pulumi runs it: the
-    path is an input of the image, and an absolute one would differ on every machine."""
-    inside = PACKAGE_DIR / folder
-    found = inside if inside.is_dir() else PACKAGE_DIR.parent / folder
-    return Path(os.path.relpath(found))
 
 
 def validate(name: str, args: S3FargateJobsArgs) -> Settings:
@@ -51,17 +47,26 @@ def validate(name: str, args: S3FargateJobsArgs) -> Settings:
             "and the component writes it. Pass ExistingNotifications() if the bucket notifies "
             "nothing else, or list its other targets there so they are kept."
         )
+    notifications = args.existing_bucket_notifications
+    if args.bucket_name is None and notifications is not None and notifications.says_anything:
+        raise ConfigError(
+            "S3FargateJobsArgs.existing_bucket_notifications describes an existing bucket, but "
+            "bucket_name is not set: the bucket the component creates notifies the runner only, "
+            "with EventBridge off. Set bucket_name to the bucket they belong to, or leave "
+            "existing_bucket_notifications out."
+        )
     with naming(ARGS_NAMING):
         settings = parse_settings(
             args.to_config(), project=pulumi.get_project(), stack=pulumi.get_stack()
         )
+        check_processor_in_default_image(settings, bundled(DEFAULT_JOB_IMAGE))
     return dataclasses.replace(settings, name=name, existing_bucket=args.bucket_name)
 
 
 def image_context(settings: Settings) -> Path:
     """The folder the job's image is built from; a user's folder must hold a Dockerfile."""
     if settings.image_context is None:
-        return bundled("task")
+        return bundled(DEFAULT_JOB_IMAGE)
     folder = Path(settings.image_context)
     if not (folder / "Dockerfile").is_file():
         raise ConfigError(

@@ -9,16 +9,20 @@ its messages differ (`S3FargateJobsArgs.task_cpu` instead of `s3-fargate-jobs:ta
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pulumi
+
+from .sources import DEFAULT_JOB_IMAGE, bundled
 
 if TYPE_CHECKING:
     from .args import S3FargateJobsArgs
@@ -446,6 +450,70 @@ def _job_contents(raw: Mapping[str, object]) -> _JobContents:
     return _JobContents(processor, environment, secrets, kms_keys)
 
 
+# The default image copies task/ to /app/task and runs from /app: of the job's own code, the
+# package `task` is all it holds.
+DEFAULT_IMAGE_PACKAGE = "task"
+
+
+def _top_level_names(module: ast.Module) -> set[str]:
+    """Names a module binds at top level: functions, and what assignments and imports bind (a
+    processor re-exported from elsewhere is as good as one defined here)."""
+    names: set[str] = set()
+    for node in module.body:
+        if isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+            names.add(node.target.id)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".", 1)[0] for a in node.names)
+    return names
+
+
+def _processor_problem(processor: str, task_dir: Path) -> str | None:
+    """Why the default image, built from `task_dir`, cannot run `module:function`; None if it
+    can. Read with `ast`, never imported: importing would run the job's code at deploy time."""
+    module_name, _, function = processor.partition(":")
+    package, *inner = module_name.split(".")
+    if package != DEFAULT_IMAGE_PACKAGE:
+        return (
+            f"the default image holds the job's own code only as the package "
+            f"{DEFAULT_IMAGE_PACKAGE!r} (the folder task/): name a module in it, "
+            "task.<module>:<function> from a file task/<module>.py, or build your own image "
+            "with taskImageContext"
+        )
+    place = task_dir.joinpath(*inner)
+    candidates = ([place.with_suffix(".py")] if inner else []) + [place / "__init__.py"]
+    source = next((path for path in candidates if path.is_file()), None)
+    if source is None:
+        looked = " or ".join(str(path) for path in candidates)
+        return (
+            f"the default image has no module {module_name} (no {looked}); add the file, or "
+            "name a module that is there (empty runs the default, task.processor:process)"
+        )
+    try:
+        module = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    except SyntaxError as error:
+        return f"{source} does not parse (line {error.lineno}: {error.msg}); fix the module"
+    defined = _top_level_names(module)
+    if function not in defined:
+        functions = sorted(n.name for n in module.body if isinstance(n, ast.FunctionDef))
+        offered = ", ".join(functions) if functions else "none"
+        return f"{source} defines no function {function!r} at top level (its functions: {offered})"
+    return None
+
+
+def check_processor_in_default_image(settings: Settings, task_dir: Path) -> None:
+    """Refuse a taskProcessor the default image does not contain, before anything is declared:
+    otherwise every upload's task starts, fails to import it and exits 2."""
+    if settings.image_context is not None or settings.task_processor is None:
+        return  # a user's own image holds what it holds; no processor runs the default
+    problem = _processor_problem(settings.task_processor, task_dir)
+    if problem is not None:
+        raise _fail("taskProcessor", settings.task_processor, problem)
+
+
 def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Settings:
     """Validate raw config values (strings as Pulumi stores them, or native values)."""
     network_mode = _choice(raw, "networkMode", NETWORK_MODES)
@@ -580,7 +648,10 @@ def load_settings() -> Settings:
     """Read this stack's configuration and validate it; fails before any resource is declared."""
     config = pulumi.Config(NAMESPACE)
     raw = {name: config.get(name) for name in CONFIG_KEYS}
-    return parse_settings(raw, project=pulumi.get_project(), stack=pulumi.get_stack())
+    settings = parse_settings(raw, project=pulumi.get_project(), stack=pulumi.get_stack())
+    # Here as well as in the component, so that the message names the stack's config key.
+    check_processor_in_default_image(settings, bundled(DEFAULT_JOB_IMAGE))
+    return settings
 
 
 def load_args() -> S3FargateJobsArgs:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -16,9 +18,10 @@ from .queues import holding_queue
 SUCCESSFUL_STOP = "EssentialContainerExited"
 LOG_STREAM_TASK_ID = "{task id}"
 # The runner reports how long the oldest upload it defers has waited, as an embedded-metric log
-# line (taskrunner/backlog.py writes the same names). SQS's own ApproximateAgeOfOldestMessage
-# cannot serve: it skips messages received three times or more, and a waiting upload is
-# received again at every retry.
+# line (taskrunner/backlog.py writes the same names). It is emitted only when the runner runs
+# and defers, so SQS's own ApproximateAgeOfOldestMessage is watched beside it: that one is exact
+# precisely when nothing receives, but skips a message received three times or more (as a
+# waiting upload is, at every retry), where the runner's metric is exact.
 BACKLOG_METRIC_NAMESPACE = "S3FargateJobs"
 BACKLOG_WAIT_METRIC = "OldestWaitSeconds"
 BACKLOG_DIMENSION = "Backlog"
@@ -26,6 +29,40 @@ BACKLOG_DIMENSION = "Backlog"
 # at the last hour, in 5-minute periods, and fires on the first one above the age.
 BACKLOG_ALARM_PERIOD_SECONDS = 300
 BACKLOG_ALARM_PERIODS = 12
+
+
+@dataclass(frozen=True)
+class WaitMetric:
+    """A metric saying, in seconds, how long the oldest upload still waiting has waited."""
+
+    query_id: str  # its name in the alarm's expression: a lowercase letter first
+    namespace: str
+    metric: str
+    dimensions: Mapping[str, pulumi.Input[str]]
+
+
+def backlog_wait_metrics(backlog_queue_name: pulumi.Input[str]) -> list[WaitMetric]:
+    """Every source of the backlog's age. The alarm fires on the largest, so another source
+    (a job table, say) is one more entry here."""
+    return [
+        # SQS's own: published while the queue holds messages, whether anything consumes them.
+        WaitMetric(
+            "queue", "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": backlog_queue_name}
+        ),
+        # The runner's: counts every wait, retries included, but only while the runner runs.
+        WaitMetric(
+            "runner",
+            BACKLOG_METRIC_NAMESPACE,
+            BACKLOG_WAIT_METRIC,
+            {BACKLOG_DIMENSION: backlog_queue_name},
+        ),
+    ]
+
+
+def oldest_wait_expression(metrics: Sequence[WaitMetric]) -> str:
+    """The largest age any source reports; a source without data in a period counts as 0, so
+    a silent runner cannot hide what SQS sees (and the other way round)."""
+    return "MAX([" + ", ".join(f"FILL({m.query_id}, 0)" for m in metrics) + "])"
 
 
 def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
@@ -256,26 +293,11 @@ class FailureMonitoring(pulumi.ComponentResource):
                 "undelivered": ("AWS/Lambda", "DestinationDeliveryFailures", function, "Sum"),
             },
         )
-        minutes = settings.backlog_age_alarm_minutes
-        aws.cloudwatch.MetricAlarm(
+        backlog_age_alarm(
             f"{name}-backlog-age",
-            alarm_description=(
-                f"An upload has waited more than {minutes} minutes in the backlog: a batch is "
-                "bigger than the account's Fargate quota or maxConcurrentTasks lets run at once. "
-                "It drains by itself; `python -m jobctl status` shows how far it has come."
-            ),
-            namespace=BACKLOG_METRIC_NAMESPACE,
-            metric_name=BACKLOG_WAIT_METRIC,
-            dimensions={BACKLOG_DIMENSION: backlog_queue.name},
-            statistic="Maximum",
-            period=BACKLOG_ALARM_PERIOD_SECONDS,
-            evaluation_periods=BACKLOG_ALARM_PERIODS,
-            datapoints_to_alarm=1,
-            comparison_operator="GreaterThanThreshold",
-            threshold=minutes * 60,
-            treat_missing_data="notBreaching",
-            alarm_actions=[self.alert_topic.arn],
-            ok_actions=[self.alert_topic.arn],
+            settings.backlog_age_alarm_minutes,
+            backlog_wait_metrics(backlog_queue.name),
+            topic_arn=self.alert_topic.arn,
             tags=tags,
             opts=child,
         )
@@ -287,12 +309,64 @@ class FailureMonitoring(pulumi.ComponentResource):
         )
 
 
+def backlog_age_alarm(
+    name: str,
+    minutes: int,
+    metrics: Sequence[WaitMetric],
+    *,
+    topic_arn: pulumi.Input[str],
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> aws.cloudwatch.MetricAlarm:
+    """An alarm when the oldest waiting upload, by the largest of `metrics`, has waited more
+    than `minutes`; and word again when the backlog is back under that age."""
+    return aws.cloudwatch.MetricAlarm(
+        name,
+        alarm_description=(
+            f"An upload has waited more than {minutes} minutes in the backlog: a batch is bigger "
+            "than the account's Fargate quota or maxConcurrentTasks lets run at once, and it "
+            "drains by itself (`python -m jobctl status` shows how far it has come); or nothing "
+            "consumes the backlog: check the runner's errors and its event source mapping."
+        ),
+        metric_queries=[
+            *(
+                _metric(
+                    m.query_id,
+                    m.namespace,
+                    m.metric,
+                    m.dimensions,
+                    "Maximum",
+                    period=BACKLOG_ALARM_PERIOD_SECONDS,
+                )
+                for m in metrics
+            ),
+            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id="oldest",
+                expression=oldest_wait_expression(metrics),
+                label="Oldest upload's wait (s)",
+                return_data=True,
+            ),
+        ],
+        evaluation_periods=BACKLOG_ALARM_PERIODS,
+        datapoints_to_alarm=1,
+        comparison_operator="GreaterThanThreshold",
+        threshold=minutes * 60,
+        treat_missing_data="notBreaching",
+        alarm_actions=[topic_arn],
+        ok_actions=[topic_arn],
+        tags=tags,
+        opts=opts,
+    )
+
+
 def _metric(
     query_id: str,
     namespace: str,
     metric: str,
-    dimensions: dict[str, pulumi.Input[str]],
+    dimensions: Mapping[str, pulumi.Input[str]],
     statistic: str,
+    *,
+    period: int = 60,
 ) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
     return aws.cloudwatch.MetricAlarmMetricQueryArgs(
         id=query_id,
@@ -300,8 +374,8 @@ def _metric(
         metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
             namespace=namespace,
             metric_name=metric,
-            dimensions=dimensions,
-            period=60,
+            dimensions=dict(dimensions),
+            period=period,
             stat=statistic,
         ),
     )

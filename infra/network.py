@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from .config import Settings
+from .config import SecretStore, Settings
 
 # Interface endpoints a task in a subnet without internet access needs: pull the image
 # (ECR API + Docker registry) and ship logs. S3 (image layers and the uploads) is a gateway
 # endpoint, which is free.
 INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "logs")
+# ECS reads the job's secrets before the container starts, from the store each lives in; without
+# a way there the task stops with ResourceInitializationError. Each endpoint costs by the hour,
+# so only the stores the secrets use get one. KMS needs none: the store decrypts for ECS.
+SECRET_STORE_ENDPOINT_SERVICES: Mapping[SecretStore, str] = {
+    "ssm": "ssm",
+    "secretsmanager": "secretsmanager",
+}
 AVAILABILITY_ZONES = 2  # two AZs: resilience without paying for a third set of endpoints
 
 
@@ -24,19 +31,32 @@ def _endpoint_service_name(service: str, service_type: str) -> str:
     return aws.ec2.get_vpc_endpoint_service(service=service, service_type=service_type).service_name
 
 
-def endpoint_specs() -> list[awsx.ec2.VpcEndpointSpecArgs]:
+def interface_endpoint_services(secret_stores: Iterable[SecretStore]) -> tuple[str, ...]:
+    """What the tasks reach through interface endpoints: the image, the logs, and exactly the
+    stores their secrets come from."""
+    stores = set(secret_stores)
+    return INTERFACE_ENDPOINT_SERVICES + tuple(
+        service for store, service in SECRET_STORE_ENDPOINT_SERVICES.items() if store in stores
+    )
+
+
+def endpoint_specs(
+    secret_stores: Iterable[SecretStore] = (),
+) -> list[awsx.ec2.VpcEndpointSpecArgs]:
     specs = [
         awsx.ec2.VpcEndpointSpecArgs(
             service_name=_endpoint_service_name("s3", "Gateway"), vpc_endpoint_type="Gateway"
         )
     ]
+    # Every interface endpoint alike: no subnets or groups named, so the Auto strategy gives
+    # each the isolated subnets and the group admitting HTTPS from the VPC.
     specs += [
         awsx.ec2.VpcEndpointSpecArgs(
             service_name=_endpoint_service_name(service, "Interface"),
             vpc_endpoint_type="Interface",
             private_dns_enabled=True,
         )
-        for service in INTERFACE_ENDPOINT_SERVICES
+        for service in interface_endpoint_services(secret_stores)
     ]
     return specs
 
@@ -69,7 +89,9 @@ class Network(pulumi.ComponentResource):
                     # interface endpoints the isolated subnets and a security group admitting HTTPS
                     # from the VPC's CIDR only.
                     "vpc_endpoint_strategy": awsx.ec2.VpcEndpointStrategy.AUTO,
-                    "vpc_endpoint_specs": endpoint_specs(),
+                    "vpc_endpoint_specs": endpoint_specs(
+                        ref.store for ref in settings.task_secrets.values()
+                    ),
                 }
             )
             vpc = awsx.ec2.Vpc(

@@ -17,6 +17,19 @@ WILDCARD_RESOURCE_EXCEPTIONS: Mapping[str, str] = {
         "registry tokens are issued per account; the action has no resource type "
         "(Service Authorization Reference, Amazon ECR)"
     ),
+    "ecs:ListTasks": (
+        "listing a cluster's tasks names no container instance, so IAM authorises it against "
+        '"*" and only the ecs:cluster condition can narrow it; scoped to container-instance/'
+        "<cluster>/* as the Service Authorization Reference suggests, every call is denied "
+        "(ECS developer guide, 'Amazon ECS identity-based policy examples'; "
+        "cdklabs/construct-hub#1207; awsdocs/amazon-ecs-developer-guide#211)"
+    ),
+}
+
+# The condition key each exception must carry, where AWS offers one: on "*" it is the only
+# thing that keeps the grant to this stack's resources.
+WILDCARD_RESOURCE_CONDITIONS: Mapping[str, str] = {
+    "ecs:ListTasks": "ecs:cluster",
 }
 
 

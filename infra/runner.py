@@ -95,17 +95,14 @@ def runner_policy(
     cap: list[Statement] = []
     if state_table_arn is not None:
         cap = [
-            # ListTasks is authorised on the cluster's container instances (Service
-            # Authorization Reference, Amazon ECS); the condition keeps it to this cluster.
+            # A cluster-wide ListTasks names no container instance, so IAM authorises it
+            # against "*" (the reference lists only container-instance; the ECS guide's own
+            # example grants "*"): the ecs:cluster condition is what keeps it to this cluster.
+            # See WILDCARD_RESOURCE_EXCEPTIONS.
             allow(
                 "CountTheJobsTasksForTheCap",
                 ["ecs:ListTasks"],
-                [
-                    context.arn(
-                        "ecs",
-                        pulumi.Output.concat("container-instance/", target.cluster_name, "/*"),
-                    )
-                ],
+                ["*"],
                 condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
             ),
             # Whether a task started a moment ago has stopped already.
@@ -324,7 +321,8 @@ class TaskRunner(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         # The only notification configuration of the bucket (a second one would replace it):
-        # the trigger, and whatever else an existing bucket notified, kept as it was.
+        # the trigger, and whatever else an existing bucket notified, kept as it was, its
+        # EventBridge delivery included (the provider writes false unless told).
         # S3 validates the destination when it is set, so the permission must exist first.
         others = bucket.other_notifications
         self.notification = aws.s3.BucketNotification(
@@ -344,8 +342,12 @@ class TaskRunner(pulumi.ComponentResource):
             ],
             queues=list(others.queues) or None,
             topics=list(others.topics) or None,
+            eventbridge=others.eventbridge,
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.permission, *bucket.configured]
+                parent=self,
+                depends_on=[self.permission, *bucket.configured],
+                # Deleting writes an empty configuration, the other targets' too.
+                retain_on_delete=others.retain_on_delete,
             ),
         )
         self.register_outputs(

@@ -55,6 +55,7 @@ class DeclaredResource:
     dependencies: tuple[str, ...]
     protect: bool
     custom: bool
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -366,6 +367,7 @@ def evaluate_program(
                 dependencies=tuple(request.dependencies),
                 protect=bool(request.protect),
                 custom=bool(request.custom),
+                retain_on_delete=bool(request.retainOnDelete),
             )
         )
     return evaluation

@@ -18,14 +18,18 @@ MAX_SUBNETS = 16  # awsvpcConfiguration limits
 MAX_SECURITY_GROUPS = 5
 MAX_CONCURRENT_TASKS = 100_000  # far above any account's Fargate quota; 0 means no cap
 # An upload the job table could not take waits in the backlog queue: first retry after this
-# long, doubling to the most. SQS delays a new message by at most 900 s. A received message can
-# be hidden for at most 12 h counted from its receipt (ChangeMessageVisibility), and up to the
-# function's timeout (120 s) plus the mapping's batching window (10 s) pass before the runner
-# asks: 43,200 s itself is always refused, 43,000 leaves those 130 s and more.
+# long, doubling to the most. SQS delays a new message by at most 900 s.
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 3600
 FIRST_RETRY_BOUNDS = (1, 900)
-MAX_RETRY_BOUNDS = (1, 43_000)
+# A received message stays hidden at most 12 h counted from its receipt, so SQS refuses a
+# ChangeMessageVisibility asking for 12 h less what has passed since (SQS developer guide,
+# "Visibility timeout"). The change comes after the batching window (10 s) and within the
+# function's timeout (120 s), and never succeeds later than the backlog's visibility timeout
+# (720 s, infra/runner.py), when the message is no longer in flight: 12 h less that is safe.
+RECEIVED_MESSAGE_MAX_HIDDEN_SECONDS = 43_200
+BACKLOG_VISIBILITY_TIMEOUT_SECONDS = 720
+MAX_RETRY_BOUNDS = (1, RECEIVED_MESSAGE_MAX_HIDDEN_SECONDS - BACKLOG_VISIBILITY_TIMEOUT_SECONDS)
 # Batch's limits for a job's attempts (retryStrategy.attempts: 1 to 10).
 MAX_ATTEMPTS_BOUNDS = (1, 10)
 DEFAULT_MAX_ATTEMPTS = 3
@@ -106,8 +110,8 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
             problems.append(f"{name}={raw!r} is invalid; allowed: {what}")
         return ids
 
-    def number(name: str, bounds: tuple[int, int], default: int | None) -> int:
-        found = _whole_number(environ, name, bounds, default, problems)
+    def number(name: str, bounds: tuple[int, int], default: int | None, why: str = "") -> int:
+        found = _whole_number(environ, name, bounds, default, problems, why=why)
         return 0 if found is None else found
 
     def queue(name: str, what: str) -> str:
@@ -160,7 +164,15 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
     if job_log_group is not None and not _LOG_GROUP.fullmatch(job_log_group):
         problems.append(f"JOB_LOG_GROUP={job_log_group!r} is invalid; allowed: a log group name")
     first_retry = number("BACKLOG_FIRST_RETRY_SECONDS", FIRST_RETRY_BOUNDS, FIRST_RETRY_SECONDS)
-    max_retry = number("BACKLOG_MAX_RETRY_SECONDS", MAX_RETRY_BOUNDS, MAX_RETRY_SECONDS)
+    max_retry = number(
+        "BACKLOG_MAX_RETRY_SECONDS",
+        MAX_RETRY_BOUNDS,
+        MAX_RETRY_SECONDS,
+        why=(
+            "SQS hides a received message at most 12 h from its receipt, and the change comes "
+            f"up to {BACKLOG_VISIBILITY_TIMEOUT_SECONDS} s after it"
+        ),
+    )
     if first_retry and max_retry and max_retry < first_retry:
         problems.append(
             f"BACKLOG_MAX_RETRY_SECONDS={max_retry} is below BACKLOG_FIRST_RETRY_SECONDS="

@@ -117,14 +117,16 @@ def test_the_demo_follows_the_stack_configuration(tmp_path: Path) -> None:
     assert outcome.result_key == "out/inbox/data.csv.json"
 
 
-def test_the_job_gets_the_processor_and_variables_the_stack_configures(
+def test_the_job_gets_the_variables_the_stack_configures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("API_TOKEN", "exported-for-the-demo")
+    # A processor outside task/ only as the shell names it: the stack's config may name only
+    # what the default image holds (a test below).
+    monkeypatch.setenv("TASK_PROCESSOR", "tests.e2e.processors:with_settings")
     result, lines = run(
         [write(tmp_path, "data.csv", b"x,y\n1,2\n")],
         overrides={
-            "taskProcessor": "tests.e2e.processors:with_settings",
             "taskEnvironment": ["GREETING=hello from Pulumi.dev.yaml"],
             "taskSecrets": ["API_TOKEN=ssm:/jobs/api-token"],
         },
@@ -136,6 +138,19 @@ def test_the_job_gets_the_processor_and_variables_the_stack_configures(
     # The emulator has no parameter store: the demo says so, and passes what the shell exports.
     assert outcome.result["apiToken"] == "exported-for-the-demo"
     assert any("secrets API_TOKEN: not read here" in line for line in lines), lines
+
+
+def test_a_stack_processor_the_image_would_not_hold_stops_the_demo_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    result, lines = run(
+        [write(tmp_path, "data.csv", b"x\n")],
+        overrides={"taskProcessor": "task.nosuch:process"},
+    )
+    assert result.exit_code == 2
+    (line,) = lines
+    assert "taskProcessor = 'task.nosuch:process' is not valid" in line
+    assert result.endpoint is None  # stopped before the emulator started
 
 
 def test_the_prod_stack_reads_each_upload_by_its_version(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.args import S3FargateJobsArgs, argument_fields
-from infra.config import CONFIG_KEYS, argument_name, parse_settings
+from infra.args import ExistingNotifications, S3FargateJobsArgs, argument_fields
+from infra.component import validate
+from infra.config import CONFIG_KEYS, ConfigError, argument_name, parse_settings
 from jobctl.evaluate import PROJECT_DIR, Evaluation, ProgramError, evaluate_program, stack_config
 from tests.infra.conftest import as_json
 
@@ -97,6 +98,36 @@ def test_the_existing_buckets_other_notifications_are_kept_beside_the_trigger(
     (trigger,) = notification["lambdaFunctions"]
     assert trigger["lambdaFunctionArn"] == users.one(FUNCTION).outputs["arn"]
     assert trigger["filterPrefix"] == "incoming/"
+
+
+def test_an_existing_buckets_eventbridge_delivery_stays_on_when_the_user_states_it() -> None:
+    # S3's one notification configuration holds the EventBridge flag too; the provider writes
+    # false unless told, which would switch off what the bucket already sent to EventBridge.
+    notification = user_program(eventbridge="true").one(NOTIFICATION)
+    assert notification.inputs["eventbridge"] is True
+    (audit,) = notification.inputs["queues"]
+    assert audit["queueArn"].endswith(":media-audit")
+
+
+def test_eventbridge_stays_off_unless_stated(users: Evaluation, dev: Evaluation) -> None:
+    assert users.one(NOTIFICATION).inputs.get("eventbridge") is False
+    assert dev.one(NOTIFICATION).inputs.get("eventbridge") is False  # the bucket it created
+
+
+def test_destroying_the_component_empties_the_buckets_configuration_unless_told_to_retain_it(
+    users: Evaluation,
+) -> None:
+    # The provider deletes a BucketNotification by writing an empty configuration.
+    assert users.one(NOTIFICATION).retain_on_delete is False
+    assert user_program(retainNotifications="true").one(NOTIFICATION).retain_on_delete is True
+
+
+def test_notifications_of_an_existing_bucket_without_one_are_refused_naming_both() -> None:
+    args = S3FargateJobsArgs(existing_bucket_notifications=ExistingNotifications(eventbridge=True))
+    with pytest.raises(ConfigError) as raised:
+        validate("media", args)  # what the component runs before declaring anything
+    assert "existing_bucket_notifications" in str(raised.value)
+    assert "bucket_name is not set" in str(raised.value)
 
 
 def test_the_job_reads_and_writes_only_its_prefixes_of_the_existing_bucket(

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.policies import WILDCARD_RESOURCE_EXCEPTIONS
+from infra.policies import WILDCARD_RESOURCE_CONDITIONS, WILDCARD_RESOURCE_EXCEPTIONS
 from jobctl.evaluate import Evaluation
 from tests.infra.conftest import as_json
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # parliament still imports pkg_resources
     from parliament import analyze_policy_string
+
+# What parliament's database cannot know: the actions AWS authorises only on "*".
+AUDITORS = Path(__file__).parent / "parliament_auditors"
 
 
 def identity_policies(stack: Evaluation) -> list[tuple[str, dict[str, Any]]]:
@@ -42,9 +46,15 @@ def test_every_role_has_an_inline_policy_and_no_managed_admin_policy(stack: Eval
         assert not role.inputs.get("managedPolicyArns"), role.name
 
 
+def parliament_findings(policy: dict[str, Any]) -> list[Any]:
+    return list(
+        analyze_policy_string(json.dumps(policy), private_auditors_custom_path=AUDITORS).findings
+    )
+
+
 def test_parliament_finds_nothing_in_any_identity_policy(stack: Evaluation) -> None:
     for name, policy in identity_policies(stack):
-        findings = analyze_policy_string(json.dumps(policy)).findings
+        findings = parliament_findings(policy)
         unexpected = [
             (f.issue, f.detail)
             for f in findings
@@ -63,12 +73,67 @@ def test_no_action_is_a_wildcard(stack: Evaluation) -> None:
                 assert "*" not in action, f"{name}: {action}"
 
 
-def test_only_the_listed_exceptions_use_a_star_resource(stack: Evaluation) -> None:
+def test_only_the_listed_exceptions_use_a_star_resource_each_with_its_condition(
+    stack: Evaluation,
+) -> None:
     for name, policy in identity_policies(stack):
         for statement in statements(policy):
             if "*" in listed(statement["Resource"]):
                 assert listed(statement["Resource"]) == ["*"]
-                assert set(listed(statement["Action"])) <= set(WILDCARD_RESOURCE_EXCEPTIONS), name
+                actions = set(listed(statement["Action"]))
+                assert actions <= set(WILDCARD_RESOURCE_EXCEPTIONS), name
+                conditioned = {
+                    key for keys in statement.get("Condition", {}).values() for key in keys
+                }
+                for action in actions & set(WILDCARD_RESOURCE_CONDITIONS):
+                    assert WILDCARD_RESOURCE_CONDITIONS[action] in conditioned, f"{name}: {action}"
+
+
+def list_tasks_grant(stack: Evaluation, resource: str) -> dict[str, Any]:
+    cluster = stack.one("aws:ecs/cluster:Cluster").outputs["arn"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "CountTheJobsTasksForTheCap",
+                "Effect": "Allow",
+                "Action": ["ecs:ListTasks"],
+                "Resource": [resource],
+                "Condition": {"ArnEquals": {"ecs:cluster": cluster}},
+            }
+        ],
+    }
+
+
+def test_the_cap_lists_tasks_on_star_narrowed_to_this_cluster_as_aws_authorises_it(
+    prod: Evaluation,
+) -> None:
+    # A cluster-wide ListTasks is authorised against "*": scoped to container instances it is
+    # denied (ECS guide, "Amazon ECS identity-based policy examples"; cdklabs/construct-hub#1207),
+    # and with a cap every upload would end in the dead-letter queue.
+    assert int(prod.config["s3-fargate-jobs:maxConcurrentTasks"]) > 0
+    policy = {s["Sid"]: s for s in statements(policy_named(prod, "-runner-role"))}
+    cluster = prod.one("aws:ecs/cluster:Cluster").outputs["arn"]
+    assert policy["CountTheJobsTasksForTheCap"] == {
+        "Sid": "CountTheJobsTasksForTheCap",
+        "Effect": "Allow",
+        "Action": ["ecs:ListTasks"],
+        "Resource": ["*"],
+        "Condition": {"ArnEquals": {"ecs:cluster": cluster}},
+    }
+
+
+def test_parliament_refuses_list_tasks_scoped_to_container_instances(prod: Evaluation) -> None:
+    cluster_name = prod.one("aws:ecs/cluster:Cluster").outputs["name"]
+    scoped = list_tasks_grant(
+        prod, f"arn:aws:ecs:us-east-1:123456789012:container-instance/{cluster_name}/*"
+    )
+    assert [f.issue for f in parliament_findings(scoped)] == ["WILDCARD_EXCEPTION_NOT_ON_STAR"]
+    unconditioned = list_tasks_grant(prod, "*")
+    del unconditioned["Statement"][0]["Condition"]
+    assert "WILDCARD_EXCEPTION_WITHOUT_ITS_CONDITION" in {
+        f.issue for f in parliament_findings(unconditioned)
+    }
 
 
 def test_every_trust_policy_names_exactly_one_service(stack: Evaluation) -> None:

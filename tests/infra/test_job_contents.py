@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from jobctl.evaluate import Evaluation, ProgramError, evaluate
+from infra.args import S3FargateJobsArgs
+from infra.component import validate
+from infra.config import ConfigError, check_processor_in_default_image, parse_settings
+from jobctl.evaluate import Evaluation, ProgramError, evaluate, stack_config
 from tests.infra.conftest import as_json
 from tests.infra.test_config import error_for
 
@@ -21,7 +24,8 @@ KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/0d1e2f3a-4b5c-6d7e-8f90-a1b2c3
 PARAMETER_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/shared/licence"
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:partner-token-Xy12Ab"
 JOB = {
-    "taskProcessor": "task.first_line:process",
+    # A processor the default image holds: one it does not is refused (tests below).
+    "taskProcessor": "task.processor:process",
     "taskEnvironment": ["MODEL=small", "THRESHOLD=0.8", "GREETING=a=b"],
     "taskSecrets": [
         "DB_PASSWORD=ssm:/media/db-password",
@@ -55,7 +59,7 @@ def test_the_processor_and_plain_variables_reach_the_containers_environment(
     configured: Evaluation,
 ) -> None:
     environment = {e["name"]: e["value"] for e in container(configured)["environment"]}
-    assert environment["TASK_PROCESSOR"] == "task.first_line:process"
+    assert environment["TASK_PROCESSOR"] == "task.processor:process"
     assert environment["MODEL"] == "small"
     assert environment["THRESHOLD"] == "0.8"
     assert environment["GREETING"] == "a=b"
@@ -161,6 +165,89 @@ def test_a_build_context_without_a_dockerfile_is_named_before_anything_is_declar
         evaluate("dev", {"taskImageContext": str(tmp_path)})
     assert "taskImageContext" in str(raised.value)
     assert "is not a folder with a Dockerfile" in str(raised.value)
+
+
+# --- a processor the default image does not hold ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("processor", "says"),
+    [
+        ("task.nosuch:process", "the default image has no module task.nosuch (no task/nosuch.py"),
+        ("task.processor:proces", "defines no function 'proces' at top level"),
+        ("tests.e2e.processors:with_settings", "only as the package 'task'"),
+    ],
+    ids=["no-such-module", "no-such-function", "outside-the-image"],
+)
+def test_a_processor_the_default_image_does_not_hold_is_refused_at_up_naming_the_key(
+    processor: str, says: str
+) -> None:
+    # Without this every upload's task would start, fail to import it and exit 2.
+    with pytest.raises(ProgramError) as raised:
+        evaluate("dev", {"taskProcessor": processor})
+    message = str(raised.value)
+    assert message.startswith(f"Config s3-fargate-jobs:taskProcessor = {processor!r} is not valid")
+    assert says in message
+    assert "pulumi config set taskProcessor" in message
+    assert raised.value.declared == []
+
+
+def test_the_component_names_its_argument_for_a_processor_the_image_does_not_hold() -> None:
+    args = S3FargateJobsArgs(task_processor="task.nosuch:process")
+    with pytest.raises(ConfigError) as raised:
+        validate("media", args)
+    assert str(raised.value).startswith(
+        "S3FargateJobsArgs.task_processor = 'task.nosuch:process' is not valid"
+    )
+
+
+def test_the_missing_function_is_named_with_the_functions_the_module_has(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text("def first_line(chunks, obj):\n    return {}\n")
+    message = processor_error(tmp_path, "task.mine:firstline")
+    assert "defines no function 'firstline' at top level (its functions: first_line)" in message
+
+
+def test_a_processor_module_that_does_not_parse_is_refused_with_the_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("def process(chunks, obj)\n    return {}\n")
+    assert "broken.py does not parse (line 1:" in processor_error(tmp_path, "task.broken:process")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def process(chunks, obj):\n    return {}\n",
+        "from task.processor import process\n",
+        "from task.processor import process as run\nprocess = run\n",
+    ],
+    ids=["defined", "re-exported", "assigned"],
+)
+def test_a_processor_defined_or_bound_at_top_level_is_accepted(tmp_path: Path, source: str) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "__init__.py").write_text(source)
+    settings = parse_settings(
+        {**dev_raw_config(), "taskProcessor": "task.jobs:process"}, project="p", stack="s"
+    )
+    check_processor_in_default_image(settings, tmp_path)  # raises if refused
+
+
+def test_with_its_own_image_the_processor_is_the_images_business(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text('FROM alpine:3.20\nCMD ["true"]\n')
+    stack = evaluate("dev", {"taskImageContext": str(tmp_path), "taskProcessor": "mine:run"})
+    environment = {e["name"]: e["value"] for e in container(stack)["environment"]}
+    assert environment["TASK_PROCESSOR"] == "mine:run"
+
+
+def dev_raw_config() -> dict[str, object]:
+    return {key.split(":", 1)[1]: value for key, value in stack_config("dev").items()}
+
+
+def processor_error(task_dir: Path, processor: str) -> str:
+    settings = parse_settings(
+        {**dev_raw_config(), "taskProcessor": processor}, project="p", stack="s"
+    )
+    with pytest.raises(ConfigError) as raised:
+        check_processor_in_default_image(settings, task_dir)
+    return str(raised.value)
 
 
 # --- what the config refuses ------------------------------------------------------------------

@@ -249,6 +249,57 @@ def test_prod_leaves_endpoint_placement_to_the_awsx_auto_strategy(prod: Evaluati
     assert prod.one(VPC).inputs["enableDnsSupport"] is True  # Auto refuses false with private DNS
 
 
+def interface_endpoint_services(stack: Evaluation) -> list[str]:
+    return sorted(
+        spec["serviceName"].split(".", 3)[-1]
+        for spec in stack.one(VPC).inputs["vpcEndpointSpecs"]
+        if spec["vpcEndpointType"] == "Interface"
+    )
+
+
+@pytest.mark.parametrize(
+    ("secrets", "stores"),
+    [
+        (["API_TOKEN=ssm:/jobs/api-token"], ["ssm"]),
+        (["DB_PASSWORD=secretsmanager:jobs/db"], ["secretsmanager"]),
+        (
+            [
+                "API_TOKEN=ssm:/jobs/api-token",
+                "DB_PASSWORD=secretsmanager:jobs/db",
+                "LICENCE=arn:aws:ssm:us-east-1:123456789012:parameter/shared/licence",
+            ],
+            ["secretsmanager", "ssm"],
+        ),
+    ],
+    ids=["ssm", "secretsmanager", "both"],
+)
+def test_a_private_network_reaches_exactly_the_stores_the_secrets_come_from(
+    secrets: list[str], stores: list[str]
+) -> None:
+    # ECS reads secrets before the job starts; from isolated subnets without an endpoint the
+    # task stops with ResourceInitializationError (ECS guide, "Amazon ECS interface VPC
+    # endpoints"). Each endpoint costs by the hour, so only the stores used get one.
+    stack = evaluate("prod", {"taskSecrets": secrets})
+    assert interface_endpoint_services(stack) == sorted(["ecr.api", "ecr.dkr", "logs", *stores])
+    for spec in stack.one(VPC).inputs["vpcEndpointSpecs"]:
+        # The same placement as the others: the Auto strategy's subnets and security group.
+        assert not {"subnetIds", "subnetConfigurations", "securityGroupIds"} & set(spec)
+        if spec["vpcEndpointType"] == "Interface":
+            assert spec["privateDnsEnabled"] is True
+
+
+def test_without_secrets_a_private_network_pays_for_no_secret_store_endpoint(
+    prod: Evaluation,
+) -> None:
+    assert config(prod, "taskSecrets") == "[]"
+    assert interface_endpoint_services(prod) == ["ecr.api", "ecr.dkr", "logs"]
+
+
+def test_a_public_network_reaches_the_secret_stores_without_endpoints() -> None:
+    stack = evaluate("dev", {"taskSecrets": ["API_TOKEN=ssm:/jobs/api-token"]})
+    assert not stack.one(VPC).inputs.get("vpcEndpointSpecs")
+
+
 def test_dev_pays_for_no_endpoints(dev: Evaluation) -> None:
     assert not dev.one(VPC).inputs.get("vpcEndpointSpecs")
 

@@ -61,3 +61,19 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_settings_errors_are_value_errors() -> None:
     with pytest.raises(ValueError, match="RESULT_PREFIX"):
         load_settings({**RUNNER_ENV, "RESULT_PREFIX": ""})
+
+
+@pytest.mark.parametrize("seconds", ["43200", "42481"])
+def test_a_longest_retry_sqs_would_refuse_to_set_is_named_with_why(seconds: str) -> None:
+    # SQS hides a received message at most 12 h from its receipt, minus what has passed since:
+    # ChangeMessageVisibility for 43,200 s always fails, and so would every deferral.
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**RUNNER_ENV, "BACKLOG_MAX_RETRY_SECONDS": seconds})
+    assert f"BACKLOG_MAX_RETRY_SECONDS={seconds!r} is invalid" in str(raised.value)
+    assert "from 1 to 42480" in str(raised.value)
+    assert "12 h from its receipt" in str(raised.value)
+
+
+def test_the_longest_retry_may_come_as_close_to_12_hours_as_a_late_change_allows() -> None:
+    settings = load_settings({**RUNNER_ENV, "BACKLOG_MAX_RETRY_SECONDS": "42480"})
+    assert settings.max_retry_seconds == 42_480

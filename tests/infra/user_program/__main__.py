@@ -25,7 +25,11 @@ jobs = package.S3FargateJobs(
         existing_bucket_notifications=(
             None
             if config.get_bool("forgetNotifications")
-            else package.ExistingNotifications(queues=[audit])
+            else package.ExistingNotifications(
+                queues=[audit],
+                eventbridge=config.get_bool("eventbridge") or False,
+                retain_on_delete=config.get_bool("retainNotifications") or False,
+            )
         ),
         vpc_id="vpc-0a1b2c3d4e5f67890",
         subnet_ids=["subnet-0aaa1111", "subnet-0bbb2222"],
