@@ -414,9 +414,7 @@ class JobStore:
         then: the slots that stay taken are noted as that limit, in the same write.
         """
         written = replace(after, version=before.version + 1)
-        expression, names, values = update_expression(
-            self._encode(before), self._encode(written)
-        )
+        expression, names, values = update_expression(self._encode(before), self._encode(written))
         names["#version"] = "version"
         values[":expected"] = _number(before.version)
         update: dict[str, Any] = {

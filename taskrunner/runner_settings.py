@@ -228,11 +228,14 @@ def _whole_number(
     bounds: tuple[int, int],
     default: int | None,
     problems: list[str],
+    *,
+    why: str = "",
 ) -> int | None:
-    """A whole number within `bounds`; `default` when unset (None: the variable is required)."""
+    """A whole number within `bounds`; `default` when unset (None: the variable is required).
+    `why` says where the bounds come from, when that is not obvious."""
     value = environ.get(name, "").strip()
     low, high = bounds
-    allowed = f"a whole number from {low} to {high}"
+    allowed = f"a whole number from {low} to {high}" + (f" ({why})" if why else "")
     if not value:
         if default is None:
             problems.append(f"{name} is missing; set it to {allowed}")
