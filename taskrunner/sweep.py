@@ -217,8 +217,9 @@ class Sweep:
             logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
             return
         for job in overdue:
+            ready = job.ready_at if job.ready_at is not None else now
             reason = (
-                f"waited {(now - (job.ready_at or now)) / 3600:.1f} h for a task slot, longer than "
+                f"waited {(now - ready) / 3600:.1f} h for a task slot, longer than "
                 f"the limit of {limit / 3600:.1f} h (waitTimeoutMinutes)"
             )
             try:
@@ -237,12 +238,17 @@ class Sweep:
         except StoreError as error:
             logger.warning(json.dumps({"sweep": "gauges unreadable", "error": str(error)}))
             return
-        waited = max((now - (job.ready_at or now) for job in oldest), default=0.0)
-        waiting = max(0, stats.in_progress - active)
-        self.reporter.metric(
-            {"JobsWaiting": waiting, "JobsRunning": active, "OldestWaitSeconds": round(waited)},
-            units={"OldestWaitSeconds": "Seconds"},
+        waited = max(
+            (now - job.ready_at for job in oldest if job.ready_at is not None), default=0.0
         )
+        waiting = max(0, stats.in_progress - active)
+        # The oldest wait always: the backlog alarm takes its absence for a sweep that stopped.
+        # The counts only while there are some: CloudWatch bills a metric for every hour it
+        # receives data, and an idle stack should cost next to nothing.
+        gauges: dict[str, float] = {"OldestWaitSeconds": round(waited)}
+        if waiting or active:
+            gauges |= {"JobsWaiting": waiting, "JobsRunning": active}
+        self.reporter.metric(gauges, units={"OldestWaitSeconds": "Seconds"})
 
 
 def handle_sweep(

@@ -32,6 +32,7 @@ A `fault_policy` is asked for a fault after the injected rules, for calls none o
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 import time
@@ -181,6 +182,7 @@ class FakeEcs:
         self._calls: list[RunTaskCall] = []
         self._tasks: dict[str, dict[str, Any]] = {}  # task ARN -> task description
         self._by_token: dict[str, tuple[str, dict[str, Any]]] = {}  # token -> (ARN, request)
+        self.stop_requests: list[tuple[str, str]] = []  # StopTask calls: (task ARN, reason)
 
     # --- controls ---------------------------------------------------------------------------
 
@@ -229,6 +231,8 @@ class FakeEcs:
             return self._run_task(body)
         if operation == "DescribeTasks":
             return self._describe_tasks(body)
+        if operation == "StopTask":
+            return self._stop_task(body)
         return 400, _error_body("UnknownOperationException", f"the fake has no {operation}")
 
     def _run_task(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -276,6 +280,83 @@ class FakeEcs:
                 ],
             }
 
+    def _stop_task(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        arn = body.get("task")
+        reason = str(body.get("reason") or "Task stopped by user")
+        with self._lock:
+            if arn not in self._tasks:
+                return 400, _error_body(
+                    "InvalidParameterException", "The referenced task was not found."
+                )
+            self.stop_requests.append((str(arn), reason))
+        # A job that handles SIGTERM exits 143 at once; the fake stops it then.
+        return 200, {
+            "task": self.finish(str(arn), exit_code=143, stop_code="UserInitiated", reason=reason)
+        }
+
+    # --- Fargate's part: tasks run and stop ---------------------------------------------------
+
+    def run(self, arn: str, at: float | None = None) -> dict[str, Any]:
+        """The task's container started."""
+        with self._lock:
+            task = self._tasks[arn]
+            if task["lastStatus"] != "STOPPED":
+                task |= {"lastStatus": "RUNNING", "startedAt": at or time.time()}
+                task["version"] = task.get("version", 1) + 1
+            return dict(task)
+
+    def finish(
+        self,
+        arn: str,
+        *,
+        exit_code: int | None = 0,
+        stop_code: str = "EssentialContainerExited",
+        reason: str = "Essential container in task exited",
+        at: float | None = None,
+    ) -> dict[str, Any]:
+        """The task stopped, as Fargate reports it; a task never started has no exit code."""
+        with self._lock:
+            task = self._tasks[arn]
+            if task["lastStatus"] == "STOPPED":
+                return dict(task)
+            now = at or time.time()
+            (override,) = task["overrides"].get("containerOverrides") or [{"name": "job"}]
+            container: dict[str, Any] = {
+                "name": override.get("name", "job"),
+                "lastStatus": "STOPPED",
+            }
+            if exit_code is not None:
+                container["exitCode"] = exit_code
+                task.setdefault("startedAt", now)
+            task |= {
+                "lastStatus": "STOPPED",
+                "desiredStatus": "STOPPED",
+                "stopCode": stop_code,
+                "stoppedReason": reason,
+                "stoppedAt": now,
+                "containers": [container],
+                "version": task.get("version", 1) + 1,
+            }
+            return dict(task)
+
+    def state_change(self, arn: str) -> dict[str, Any]:
+        """The "ECS Task State Change" event EventBridge delivers for the task as it is now."""
+        with self._lock:
+            task = dict(self._tasks[arn])
+        for name in ("createdAt", "startedAt", "stoppedAt"):
+            if isinstance(task.get(name), int | float):
+                moment = datetime.datetime.fromtimestamp(task[name], datetime.UTC)
+                task[name] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {
+            "version": "0",
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "account": ACCOUNT,
+            "region": REGION,
+            "resources": [arn],
+            "detail": task,
+        }
+
     def _take_fault(self, call: RunTaskCall) -> Fault | None:
         for rule in self._rules:
             if rule.remaining == 0 or (rule.when is not None and not rule.when(call)):
@@ -316,6 +397,8 @@ def _task_description(request: Mapping[str, Any]) -> dict[str, Any]:
         "capacityProviderName": strategy[0].get("capacityProvider", "FARGATE"),
         "lastStatus": "PROVISIONING",
         "desiredStatus": "RUNNING",
+        "createdAt": time.time(),
+        "version": 1,
         "startedBy": request.get("startedBy", ""),
         "overrides": request.get("overrides", {"containerOverrides": []}),
         "tags": request.get("tags", []),

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -22,6 +23,7 @@ from runner_settings import RunnerSettings, load_settings  # noqa: E402 - needs 
 from services import Services  # noqa: E402
 
 from tests.fakes.fake_ecs import FakeEcs, running_fake_ecs  # noqa: E402 - ditto, for ordering
+from tests.fakes.job_table import create_job_table  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs.client import ECSClient
@@ -53,7 +55,10 @@ RUNNER_ENV = {
     "RESULT_PREFIX": RESULT_PREFIX,
     "BACKLOG_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-backlog",
     "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-dlq",
+    "FAILED_JOBS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-failed-jobs",
+    "STATE_TABLE": "jobs-state",
     "MAX_CONCURRENT_TASKS": "0",
+    "JOB_LOG_GROUP": "/jobs/job",
 }
 
 
@@ -66,6 +71,11 @@ MOTO_CREDENTIALS = {
     "AWS_REGION": "us-east-1",
 }
 _CLUSTER_NUMBERS = itertools.count()
+QUEUES = {  # the runner's queues, by the variable naming each
+    "BACKLOG_QUEUE_URL": "jobs-backlog",
+    "DEAD_LETTER_QUEUE_URL": "jobs-dlq",
+    "FAILED_JOBS_QUEUE_URL": "jobs-failed-jobs",
+}
 
 
 def load_event(name: str) -> Any:
@@ -153,9 +163,14 @@ class RecordingSqs:
         ]
 
 
-def services_for(ecs: Any, sqs: RecordingSqs | None = None) -> Services:
-    """The runner's services around a test's ECS client, with a recording SQS."""
-    return Services(ecs, sqs=sqs or RecordingSqs())  # type: ignore[arg-type]
+def services_for(ecs: Any, sqs: RecordingSqs | None = None, dynamodb: Any = None) -> Services:
+    """The runner's services around a test's ECS client, with a recording SQS; DynamoDB is
+    moto's unless given (inside `mock_aws`)."""
+    if dynamodb is None:
+        import boto3
+
+        dynamodb = boto3.client("dynamodb")
+    return Services(ecs, sqs=sqs or RecordingSqs(), dynamodb=dynamodb)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -217,12 +232,22 @@ def moto_world() -> Iterator[tuple[ECSClient, dict[str, str]]]:
 def moto_ecs(
     moto_world: tuple[ECSClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[ECSClient, dict[str, str]]:
-    """moto's ECS with a fresh cluster for this test: (client, the runner's environment)."""
+    """moto's ECS with a fresh cluster and a fresh job table for this test: (client, the
+    runner's environment)."""
+    import boto3
+
     ecs, env = moto_world
     for name, value in MOTO_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    cluster = ecs.create_cluster(clusterName=f"jobs-{next(_CLUSTER_NUMBERS)}")["cluster"]
-    return ecs, {**env, "CLUSTER_ARN": cluster["clusterArn"]}
+    number = next(_CLUSTER_NUMBERS)
+    cluster = ecs.create_cluster(clusterName=f"jobs-{number}")["cluster"]
+    table = create_job_table(boto3.client("dynamodb"), f"jobs-state-{number}")
+    sqs = boto3.client("sqs")
+    queues = {
+        variable: sqs.create_queue(QueueName=f"{name}-{number}")["QueueUrl"]
+        for variable, name in QUEUES.items()
+    }
+    return ecs, {**env, **queues, "CLUSTER_ARN": cluster["clusterArn"], "STATE_TABLE": table}
 
 
 @pytest.fixture
@@ -239,3 +264,86 @@ def task_environment(
         return {pair["name"]: pair["value"] for pair in override.get("environment", [])}
 
     return read
+
+
+@dataclass
+class World:
+    """The runner over the fake ECS (which knows clientToken, failures and task lives) and
+    moto's DynamoDB and SQS: what each kind of event does to the job table and the queues."""
+
+    settings: RunnerSettings
+    services: Services
+    ecs: FakeEcs
+    env: dict[str, str]
+    skew: list[float]  # seconds the runner's clock is ahead of the wall clock
+    metrics: list[dict[str, Any]]  # the embedded-metric lines the runner wrote
+
+    def later(self, seconds: float) -> None:
+        """Let `seconds` pass for the runner (its clock only: nothing sleeps)."""
+        self.skew[0] += seconds
+
+    @property
+    def store(self) -> Any:
+        return self.services.job_store(self.settings)
+
+    def upload(self, *records: dict[str, Any], **extra: Any) -> Any:
+        from uploads import handle_uploads
+
+        return handle_uploads({"Records": list(records), **extra}, self.settings, self.services)
+
+    def stopped(self, task_arn: str, **how: Any) -> Any:
+        """The task stops as Fargate stops it (`how`: FakeEcs.finish's options), and its event
+        reaches the runner."""
+        from task_events import handle_task_event
+
+        self.ecs.finish(task_arn, **how)
+        return handle_task_event(self.ecs.state_change(task_arn), self.settings, self.services)
+
+    def sweep(self) -> Any:
+        from sweep import handle_sweep
+
+        return handle_sweep({"detail-type": "Scheduled Event"}, self.settings, self.services)
+
+    def messages(self, queue: str) -> list[dict[str, Any]]:
+        """Every message in one of the runner's queues (by its variable), left in place."""
+        import boto3
+
+        sqs = boto3.client("sqs")
+        found = sqs.receive_message(
+            QueueUrl=self.env[queue],
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=0,
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        return [dict(message) for message in found]
+
+    def job(self, key: str, bucket: str = BUCKET) -> Any:
+        (found,) = self.store.jobs_of(bucket, key)
+        return found
+
+    def with_settings(self, **changes: Any) -> World:
+        from dataclasses import replace
+
+        return replace(self, settings=replace(self.settings, **changes))
+
+
+@pytest.fixture
+def world(
+    moto_ecs: tuple[ECSClient, dict[str, str]], fake_ecs: FakeEcs, monkeypatch: pytest.MonkeyPatch
+) -> World:
+    import boto3
+    from services import client_config
+
+    _, env = moto_ecs
+    # The fake answers at once; a short read timeout makes a delayed answer a lost one quickly.
+    config = client_config(max_attempts=2, connect_timeout=1, read_timeout=1)
+    skew = [0.0]
+    metrics: list[dict[str, Any]] = []
+    services = Services(
+        fake_ecs.client(config),
+        sqs=boto3.client("sqs"),
+        dynamodb=boto3.client("dynamodb"),
+        clock=lambda: time.time() + skew[0],
+        emit_metric=lambda line: metrics.append(json.loads(line)),
+    )
+    return World(load_settings(env), services, fake_ecs, env, skew, metrics)

@@ -1,4 +1,4 @@
-"""The handler against moto's ECS: each upload starts one task with the right overrides."""
+"""The handler as Lambda imports it, against moto (ECS, DynamoDB, SQS): every kind of event."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
-from dispatch import MalformedRecordsError
+from uploads import MalformedRecordsError
 
 from tests.taskrunner.conftest import SPECIAL_KEYS, load_event, s3_event, s3_record
 
@@ -49,10 +49,10 @@ def test_a_put_starts_one_task_with_bucket_and_key(
     summary = handler_module.handler(load_event("put_single.json"), FakeContext())
     assert list(summary["started"]) == ["uploads/report.csv"]
     assert summary["skipped"] == {}
-    assert task_environment(summary["started"]["uploads/report.csv"]) == {
-        "S3_BUCKET": "uploads-bucket",
-        "S3_KEY": "uploads/report.csv",
-    }
+    environment = task_environment(summary["started"]["uploads/report.csv"])
+    assert environment.pop("JOB_ATTEMPT") == "1"
+    assert len(environment.pop("JOB_ID")) == 32
+    assert environment == {"S3_BUCKET": "uploads-bucket", "S3_KEY": "uploads/report.csv"}
     json.dumps(summary)  # what Lambda returns must serialise
 
 
@@ -136,6 +136,7 @@ def test_the_test_event_is_acknowledged_and_starts_nothing(
     ecs, env = moto_ecs
     assert handler_module.handler(load_event("test_event.json"), None) == {
         "started": {},
+        "waiting": {},
         "skipped": {},
         "parked": {},
     }
@@ -177,3 +178,22 @@ def test_a_missing_setting_fails_the_import_naming_it(
     ):
         importlib.import_module("handler")
     sys.modules.pop("handler", None)
+
+
+def test_a_stopped_task_and_the_sweeps_schedule_reach_their_modules(
+    handler_module: ModuleType, moto_ecs: Moto
+) -> None:
+    ecs, env = moto_ecs
+    summary = handler_module.handler(load_event("put_single.json"), None)
+    (task_arn,) = summary["started"].values()
+    ecs.stop_task(cluster=env["CLUSTER_ARN"], task=task_arn, reason="Task stopped by user")
+    (task,) = ecs.describe_tasks(cluster=env["CLUSTER_ARN"], tasks=[task_arn])["tasks"]
+    event = {
+        "source": "aws.ecs",
+        "detail-type": "ECS Task State Change",
+        "detail": json.loads(json.dumps(task, default=str)),
+    }
+    answer = handler_module.handler(event, FakeContext())
+    assert answer["outcome"] == "settled"
+    sweep = handler_module.handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
+    assert isinstance(sweep, dict)

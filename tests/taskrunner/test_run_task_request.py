@@ -1,4 +1,4 @@
-"""The RunTask request planned for an upload, and which records start no task (pure functions)."""
+"""The RunTask request for one attempt of a job, and what ECS's answer means (pure functions)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from botocore.stub import Stubber
-from dispatch import Summary, TasksNotStartedError
-from dispatch import process_uploads as run_event
+from job_record import Attempt, Job, claim, new_job
 from runner_settings import RunnerSettings
-from task_starter import STARTED_BY, build_run_task_request, skip_reason, start_task
-from upload_events import Upload, client_token
+from task_starter import STARTED_BY, build_run_task_request, client_token, run_task
+from upload_events import Upload
+from uploads import skip_reason
 
-from tests.taskrunner.conftest import BUCKET, RecordingSqs, s3_event, s3_record, services_for
+from tests.taskrunner.conftest import BUCKET, World, s3_record
 
-UPLOAD = Upload(BUCKET, "uploads/a b+c.csv", "ObjectCreated:Put", sequencer="0A", etag="e")
+JOB = new_job(bucket=BUCKET, key="uploads/a b+c.csv", job_id="ab" * 16, now=100.0)
 
 
-def process_event(event: Any, settings: RunnerSettings, ecs: Any, **options: Any) -> Summary:
-    return run_event(event, settings, services_for(ecs), **options)
+def attempt_of(job: Job, provider: str = "FARGATE_SPOT") -> tuple[Job, Attempt]:
+    claimed = claim(job, now=101.0, default_provider=provider)
+    assert claimed.current is not None
+    return claimed, claimed.current
 
 
 def environment(request: Any) -> dict[str, str]:
@@ -29,8 +32,9 @@ def environment(request: Any) -> dict[str, str]:
     return {pair["name"]: pair["value"] for pair in override["environment"]}
 
 
-def test_the_request_carries_the_upload_and_the_settings(settings: RunnerSettings) -> None:
-    request = build_run_task_request(UPLOAD, settings)
+def test_the_request_carries_the_upload_its_job_and_the_settings(settings: RunnerSettings) -> None:
+    job, attempt = attempt_of(JOB)
+    request = build_run_task_request(job, attempt, settings)
     assert request["cluster"] == settings.cluster_arn
     assert request["taskDefinition"] == settings.task_definition_arn
     assert request["count"] == 1
@@ -46,33 +50,46 @@ def test_the_request_carries_the_upload_and_the_settings(settings: RunnerSetting
         }
     }
     assert request["overrides"]["containerOverrides"][0]["name"] == "job"
-    assert environment(request) == {"S3_BUCKET": BUCKET, "S3_KEY": "uploads/a b+c.csv"}
+    assert environment(request) == {
+        "S3_BUCKET": BUCKET,
+        "S3_KEY": "uploads/a b+c.csv",
+        "JOB_ID": "ab" * 16,
+        "JOB_ATTEMPT": "1",
+    }
     assert request["propagateTags"] == "TASK_DEFINITION"
-    assert request["clientToken"] == client_token(UPLOAD)
+    assert request["clientToken"] == client_token(job, attempt)
 
 
-def test_started_by_marks_an_upload_within_36_allowed_characters(settings: RunnerSettings) -> None:
-    started_by = build_run_task_request(UPLOAD, settings)["startedBy"]
+def test_the_attempt_decides_the_capacity_provider(settings: RunnerSettings) -> None:
+    job, attempt = attempt_of(JOB.__class__(**{**JOB.__dict__, "next_provider": "FARGATE"}))
+    strategy = build_run_task_request(job, attempt, settings)["capacityProviderStrategy"]
+    assert strategy == [{"capacityProvider": "FARGATE", "weight": 1}]
+
+
+def test_started_by_marks_the_system_within_36_allowed_characters(settings: RunnerSettings) -> None:
+    job, attempt = attempt_of(JOB)
+    started_by = build_run_task_request(job, attempt, settings)["startedBy"]
     assert started_by == STARTED_BY
     assert len(started_by) <= 36
     assert all(char.isalnum() or char in "-_/" for char in started_by)
 
 
-def test_the_version_is_passed_when_the_record_has_one(settings: RunnerSettings) -> None:
-    versioned = Upload(BUCKET, "k", "ObjectCreated:Put", version_id="v1")
-    assert environment(build_run_task_request(versioned, settings))["S3_VERSION_ID"] == "v1"
+def test_the_version_is_passed_when_the_upload_has_one(settings: RunnerSettings) -> None:
+    job, attempt = attempt_of(JOB.__class__(**{**JOB.__dict__, "version_id": "v1"}))
+    assert environment(build_run_task_request(job, attempt, settings))["S3_VERSION_ID"] == "v1"
 
 
-def test_the_bucket_comes_from_the_record_not_from_settings(settings: RunnerSettings) -> None:
-    other = Upload("another-bucket", "k", "ObjectCreated:Put")
-    assert environment(build_run_task_request(other, settings))["S3_BUCKET"] == "another-bucket"
+def test_one_claim_keeps_its_token_and_every_claim_gets_a_new_one(settings: RunnerSettings) -> None:
+    job, attempt = attempt_of(JOB)
+    token = client_token(job, attempt)
+    assert token == client_token(job, attempt)
+    assert len(token) == 64
+    assert all(33 <= ord(char) <= 126 for char in token)
+    from job_record import not_started
 
-
-def test_a_record_without_identity_starts_a_task_without_a_fixed_token(
-    settings: RunnerSettings,
-) -> None:
-    request = build_run_task_request(Upload(BUCKET, "k", "ObjectCreated:Put"), settings)
-    assert "clientToken" not in request  # botocore fills in a random one
+    again, second = attempt_of(not_started(job, 1, now=102.0, reason="capacity"))
+    assert second.number == attempt.number
+    assert client_token(again, second) != token
 
 
 @pytest.mark.parametrize(
@@ -84,7 +101,7 @@ def test_a_record_without_identity_starts_a_task_without_a_fixed_token(
         "ObjectCreated:CompleteMultipartUpload",
     ],
 )
-def test_every_kind_of_creation_starts_a_task(event_name: str, settings: RunnerSettings) -> None:
+def test_every_kind_of_creation_gets_a_job(event_name: str, settings: RunnerSettings) -> None:
     assert skip_reason(Upload(BUCKET, "uploads/k", event_name), settings) is None
 
 
@@ -100,50 +117,49 @@ def test_a_key_under_the_result_prefix_is_skipped_saying_why(settings: RunnerSet
     assert "RESULT_PREFIX 'results/'" in reason
 
 
-def answer_with_failures(settings: RunnerSettings, reason: str, detail: str = "") -> Any:
+def answer(settings: RunnerSettings, respond: Any) -> Any:
     ecs = boto3.client("ecs", region_name="us-east-1")
+    job, attempt = attempt_of(JOB)
+    with Stubber(ecs) as stubber:
+        respond(stubber, build_run_task_request(job, attempt, settings))
+        return run_task(ecs, build_run_task_request(job, attempt, settings))
+
+
+def failures(reason: str, detail: str = "") -> Any:
     failure = {"reason": reason, **({"detail": detail} if detail else {})}
-    with Stubber(ecs) as stubber:
-        stubber.add_response(
-            "run_task",
-            {"tasks": [], "failures": [failure]},
-            build_run_task_request(UPLOAD, settings),
-        )
-        return start_task(ecs, UPLOAD, settings)
+    return lambda stubber, request: stubber.add_response(
+        "run_task", {"tasks": [], "failures": [failure]}, request
+    )
 
 
-def test_a_capacity_shortage_in_the_answer_waits_a_short_while_naming_its_reason(
-    settings: RunnerSettings,
+def error(code: str, message: str, **fields: Any) -> Any:
+    return lambda stubber, request: stubber.add_client_error(
+        "run_task", code, message, modeled_fields=fields or None
+    )
+
+
+def test_a_capacity_shortage_means_not_now_naming_its_reason(settings: RunnerSettings) -> None:
+    said = answer(settings, failures("RESOURCE:MEMORY", "no capacity"))
+    assert (said.answer, said.waits) == ("not-now", True)
+    assert said.reason == "RunTask failures: RESOURCE:MEMORY (no capacity)"
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [
+        failures("You've reached the limit on the number of vCPUs you can run concurrently"),
+        error("ClientException", "You've reached the limit on the number of tasks you can run"),
+    ],
+)
+def test_the_accounts_quota_in_the_answer_or_as_an_error_means_the_account_is_full(
+    settings: RunnerSettings, respond: Any
 ) -> None:
-    result = answer_with_failures(settings, "RESOURCE:MEMORY", "no capacity")
-    assert (result.outcome, result.full) == ("waiting", False)
-    assert result.reason == "RunTask failures: RESOURCE:MEMORY (no capacity)"
+    assert answer(settings, respond).answer == "quota"
 
 
-def test_the_account_quota_in_the_answer_waits_its_turn(settings: RunnerSettings) -> None:
-    reason = "You've reached the limit on the number of vCPUs you can run concurrently"
-    result = answer_with_failures(settings, reason)
-    assert (result.outcome, result.full) == ("waiting", True)
-
-
-def test_the_account_quota_as_an_error_waits_its_turn(settings: RunnerSettings) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
-    with Stubber(ecs) as stubber:
-        stubber.add_client_error(
-            "run_task",
-            "ClientException",
-            "You've reached the limit on the number of tasks you can run concurrently",
-        )
-        result = start_task(ecs, UPLOAD, settings)
-    assert (result.outcome, result.full) == ("waiting", True)
-
-
-def test_any_other_failure_in_the_answer_cannot_be_mended_by_waiting(
-    settings: RunnerSettings,
-) -> None:
-    result = answer_with_failures(settings, "MISSING")
-    assert result.outcome == "failed"
-    assert result.reason == "RunTask failures: MISSING"
+def test_any_other_failure_cannot_be_mended_by_waiting(settings: RunnerSettings) -> None:
+    said = answer(settings, failures("MISSING"))
+    assert (said.answer, said.reason) == ("rejected", "RunTask failures: MISSING")
 
 
 @pytest.mark.parametrize(
@@ -152,76 +168,43 @@ def test_any_other_failure_in_the_answer_cannot_be_mended_by_waiting(
 def test_a_request_ecs_rejects_cannot_be_mended_by_waiting(
     code: str, settings: RunnerSettings
 ) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
-    with Stubber(ecs) as stubber:
-        stubber.add_client_error("run_task", code, "rejected")
-        result = start_task(ecs, UPLOAD, settings)
-    assert result.outcome == "failed"
-    assert result.reason is not None
-    assert result.reason.startswith(f"{code}: rejected")
+    said = answer(settings, error(code, "rejected"))
+    assert said.answer == "rejected"
+    assert said.reason.startswith(f"{code}: rejected")
 
 
-def test_a_conflict_counts_as_already_started_with_the_existing_task(
-    settings: RunnerSettings,
-) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
+def test_throttling_that_outlasts_the_retries_means_not_now(settings: RunnerSettings) -> None:
+    assert answer(settings, error("ThrottlingException", "Rate exceeded")).answer == "not-now"
+
+
+def test_a_conflict_names_the_task_this_token_already_started(settings: RunnerSettings) -> None:
     existing = "arn:aws:ecs:us-east-1:123456789012:task/jobs/0123"
-    with Stubber(ecs) as stubber:
-        stubber.add_client_error(
-            "run_task",
-            service_error_code="ConflictException",
-            service_message="token in use",
-            modeled_fields={"resourceIds": [existing]},
-        )
-        summary = process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
-    assert summary == {"started": {"uploads/a.csv": existing}, "skipped": {}, "parked": {}}
+    said = answer(settings, error("ConflictException", "token in use", resourceIds=[existing]))
+    assert (said.answer, said.task_arn) == ("started", existing)
+
+
+def test_no_answer_at_all_is_lost_not_failed(settings: RunnerSettings) -> None:
+    class Silent:
+        def run_task(self, **request: Any) -> Any:
+            raise ReadTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com/")
+
+    job, attempt = attempt_of(JOB)
+    said = run_task(Silent(), build_run_task_request(job, attempt, settings))  # type: ignore[arg-type]
+    assert said.answer == "lost"
+    assert "ReadTimeoutError" in said.reason
 
 
 def test_every_record_is_logged_as_one_json_line(
-    settings: RunnerSettings, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
-    event = s3_event(s3_record("uploads/a.csv"), s3_record("results/a.csv.json"))
-    with Stubber(ecs) as stubber, caplog.at_level(logging.INFO, logger="taskrunner"):
-        stubber.add_response("run_task", {"tasks": [{"taskArn": "arn:task/1"}], "failures": []})
-        process_event(event, settings, ecs)
-    lines = [json.loads(record.getMessage()) for record in caplog.records]
-    assert lines[0] == {
-        "record": 0,
-        "outcome": "started",
-        "bucket": BUCKET,
-        "key": "uploads/a.csv",
-        "event": "ObjectCreated:Put",
-        "taskArn": "arn:task/1",
-    }
+    with caplog.at_level(logging.INFO, logger="taskrunner"):
+        world.upload(s3_record("uploads/a.csv"), s3_record("results/a.csv.json"))
+    lines = [
+        json.loads(record.getMessage())
+        for record in caplog.records
+        if record.getMessage().startswith('{"record"')
+    ]
+    assert lines[0]["outcome"] == "recorded"
+    assert (lines[0]["key"], lines[0]["state"]) == ("uploads/a.csv", "waiting")
     assert lines[1]["outcome"] == "skipped"
     assert "RESULT_PREFIX" in lines[1]["reason"]
-
-
-def test_a_failed_record_is_logged_as_an_error(
-    settings: RunnerSettings, caplog: pytest.LogCaptureFixture
-) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
-    with Stubber(ecs) as stubber, caplog.at_level(logging.INFO, logger="taskrunner"):
-        stubber.add_client_error("run_task", "AccessDeniedException", "not allowed")
-        with pytest.raises(TasksNotStartedError):
-            process_event(s3_event(s3_record("uploads/a.csv")), settings, ecs)
-    (record,) = caplog.records
-    assert record.levelno == logging.ERROR
-    assert json.loads(record.getMessage())["reason"].startswith("AccessDeniedException")
-
-
-def test_records_are_parked_untried_when_the_invocation_is_almost_out_of_time(
-    settings: RunnerSettings,
-) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
-    sqs = RecordingSqs()
-    with Stubber(ecs):  # no RunTask call is expected
-        summary = run_event(
-            s3_event(s3_record("uploads/a.csv")),
-            settings,
-            services_for(ecs, sqs),
-            remaining_ms=lambda: 900,
-        )
-    assert "not tried: under 26 s left" in summary["parked"]["uploads/a.csv"]
-    assert sqs.parked_keys() == ["uploads/a.csv"]

@@ -22,7 +22,10 @@ def test_list_variables_tolerate_spaces_and_empty_items() -> None:
     assert settings.subnets == ("subnet-0a1b2c3d", "subnet-4e5f6a7b")
 
 
-@pytest.mark.parametrize("name", sorted(RUNNER_ENV))
+OPTIONAL = {"JOB_LOG_GROUP"}  # without it, reports name no log group
+
+
+@pytest.mark.parametrize("name", sorted(set(RUNNER_ENV) - OPTIONAL))
 def test_a_missing_variable_is_named_in_the_error(name: str) -> None:
     env = {key: value for key, value in RUNNER_ENV.items() if key != name}
     with pytest.raises(SettingsError, match=f"{name} is missing"):
@@ -77,3 +80,57 @@ def test_a_longest_retry_sqs_would_refuse_to_set_is_named_with_why(seconds: str)
 def test_the_longest_retry_may_come_as_close_to_12_hours_as_a_late_change_allows() -> None:
     settings = load_settings({**RUNNER_ENV, "BACKLOG_MAX_RETRY_SECONDS": "42480"})
     assert settings.max_retry_seconds == 42_480
+
+
+def test_the_retry_and_timeout_settings_default_to_the_documented_values() -> None:
+    settings = load_settings(RUNNER_ENV)
+    assert settings.retry.max_attempts == 3
+    assert settings.retry.retry_exit_codes == frozenset()
+    assert not settings.retry.retry_timeouts
+    assert not settings.retry.spot_fallback
+    assert settings.task_timeout_seconds is None
+    assert settings.wait_timeout_seconds == 14 * 24 * 3600
+    assert settings.record_days == 30
+
+
+def test_the_retry_settings_are_read_as_the_infrastructure_writes_them() -> None:
+    settings = load_settings(
+        {
+            **RUNNER_ENV,
+            "TASK_MAX_ATTEMPTS": "5",
+            "TASK_RETRY_EXIT_CODES": "75, 3",
+            "TASK_RETRY_TIMEOUTS": "true",
+            "SPOT_FALLBACK_TO_FARGATE": "true",
+            "TASK_TIMEOUT_SECONDS": "900",
+            "WAIT_TIMEOUT_SECONDS": "3600",
+            "JOB_RECORD_DAYS": "7",
+        }
+    )
+    assert (settings.retry.max_attempts, settings.retry.retry_exit_codes) == (5, {3, 75})
+    assert settings.retry.retry_timeouts
+    assert settings.retry.spot_fallback
+    assert (settings.task_timeout_seconds, settings.wait_timeout_seconds) == (900, 3600)
+    assert settings.record_days == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("TASK_MAX_ATTEMPTS", "11", "from 1 to 10"),
+        ("TASK_MAX_ATTEMPTS", "0", "from 1 to 10"),
+        ("TASK_RETRY_EXIT_CODES", "1,256", "exit codes from 1 to 255"),
+        ("TASK_RETRY_EXIT_CODES", "one", "exit codes from 1 to 255"),
+        ("TASK_RETRY_TIMEOUTS", "yes", "true or false"),
+        ("WAIT_TIMEOUT_SECONDS", "60", "from 600 to 1209600"),
+        ("JOB_RECORD_DAYS", "0", "from 1 to 3650"),
+        ("STATE_TABLE", "x", "DynamoDB table"),
+        ("FAILED_JOBS_QUEUE_URL", "queue", "failed-jobs queue's URL"),
+    ],
+)
+def test_a_bad_retry_or_job_setting_is_named_with_what_is_allowed(
+    name: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**RUNNER_ENV, name: value})
+    assert f"{name}={value!r} is invalid" in str(raised.value)
+    assert allowed in str(raised.value)

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from upload_events import (
     Upload,
-    client_token,
     decode_key,
     is_test_event,
+    job_id,
     parse_event,
     parse_record,
     upload_identity,
@@ -139,18 +139,17 @@ def test_records_with_wrongly_typed_fields_raise_value_error(
         parse_record(record, 3)
 
 
-def test_the_token_is_64_printable_ascii_characters() -> None:
+def test_the_job_id_is_32_hex_characters() -> None:
     (upload,) = parse_event(load_event("key_1024_bytes.json"))
-    token = client_token(upload)
-    assert token is not None
-    assert len(token) == 64
-    assert all(33 <= ord(char) <= 126 for char in token)
+    found = job_id(upload)
+    assert len(found) == 32
+    assert all(char in "0123456789abcdef" for char in found)
 
 
-def test_a_duplicate_delivery_has_the_same_token() -> None:
+def test_a_duplicate_delivery_has_the_same_job_id() -> None:
     first = parse_record(s3_record("uploads/a.csv"))
     again = parse_record(s3_record("uploads/a.csv"))
-    assert client_token(first) == client_token(again)
+    assert job_id(first) == job_id(again)
 
 
 @pytest.mark.parametrize(
@@ -162,18 +161,18 @@ def test_a_duplicate_delivery_has_the_same_token() -> None:
         {"version_id": "v2"},
     ],
 )
-def test_a_different_upload_has_a_different_token(change: dict[str, Any]) -> None:
+def test_a_different_upload_has_a_different_job_id(change: dict[str, Any]) -> None:
     upload = Upload(BUCKET, "uploads/a.csv", "ObjectCreated:Put", version_id="v1", sequencer="1")
     if "sequencer" in change:
         upload = dataclasses.replace(upload, version_id=None)
-    assert client_token(upload) != client_token(dataclasses.replace(upload, **change))
+    assert job_id(upload) != job_id(dataclasses.replace(upload, **change))
 
 
 def test_the_version_decides_identity_when_the_bucket_is_versioned() -> None:
     upload = Upload(BUCKET, "k", "ObjectCreated:Put", version_id="v1", sequencer="0A")
     assert upload_identity(upload) == ("version", "v1")
     # A later event for the same version (e.g. a copy onto itself) is the same upload.
-    assert client_token(upload) == client_token(dataclasses.replace(upload, sequencer="0B"))
+    assert job_id(upload) == job_id(dataclasses.replace(upload, sequencer="0B"))
 
 
 def test_a_null_version_falls_back_to_the_sequencer() -> None:
@@ -192,22 +191,15 @@ def test_without_version_or_sequencer_etag_size_and_event_time_identify_the_uplo
         "2026-11-28T14:00:00.000Z",
     )
     reupload = dataclasses.replace(upload, event_time="2026-11-28T14:05:00.000Z")
-    assert client_token(reupload) != client_token(upload)
+    assert job_id(reupload) != job_id(upload)
 
 
-def test_a_record_with_no_identity_at_all_gets_no_token() -> None:
-    assert client_token(Upload(BUCKET, "k", "ObjectCreated:Put")) is None
+def test_a_record_with_no_identity_at_all_gets_a_job_of_its_own_each_time() -> None:
+    upload = Upload(BUCKET, "k", "ObjectCreated:Put")
+    assert upload_identity(upload) is None
+    assert job_id(upload) != job_id(upload)  # a possible duplicate, never a skipped upload
 
 
-def test_a_redrive_of_a_failed_task_gets_a_new_token_and_the_same_redrive_the_same_one() -> None:
-    upload = Upload(
-        bucket="b", key="uploads/a.csv", event_name="ObjectCreated:Put", version_id="v1"
-    )
-    first = client_token(dataclasses.replace(upload, redrive_of="arn:aws:ecs:us-east-1:1:task/c/1"))
-    assert first != client_token(upload)
-    assert first == client_token(
-        dataclasses.replace(upload, redrive_of="arn:aws:ecs:us-east-1:1:task/c/1")
-    )
-    assert first != client_token(
-        dataclasses.replace(upload, redrive_of="arn:aws:ecs:us-east-1:1:task/c/2")
-    )
+def test_a_redrive_names_the_same_job_as_the_upload_it_replays() -> None:
+    upload = Upload("b", "uploads/a.csv", "ObjectCreated:Put", version_id="v1")
+    assert job_id(dataclasses.replace(upload, redrive_of="0f" * 16 + "#1")) == job_id(upload)

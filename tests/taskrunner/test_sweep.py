@@ -1,0 +1,169 @@
+"""The sweep: what events cannot be trusted to do, once a minute."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from job_record import claim, new_job, running, stop_requested, task_started
+from retry_policy import TIMEOUT_REASON
+from sweep import RESUME_AFTER_SECONDS, VANISHED_AFTER_SECONDS, Look, decide
+from task_events import TaskState
+
+from tests.fakes.fake_ecs import Fault
+from tests.taskrunner.conftest import World, s3_record
+
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/jobs/0123456789abcdef"
+
+
+def look(status: str, started_at: float | None = 1010.0) -> Look:
+    from job_record import Stop
+
+    stop = Stop(ARN, None, None, None, None, started_at, None)
+    return Look(task=TaskState(ARN, "cluster", status, {}, stop))
+
+
+def starting(with_arn: bool = True) -> object:
+    job = claim(
+        new_job(bucket="b", key="k", job_id="0" * 32, now=1000.0),
+        now=1000.0,
+        default_provider="FARGATE",
+    )
+    return task_started(job, 1, ARN) if with_arn else job
+
+
+def test_a_claim_without_an_answer_is_asked_again_only_after_a_minute() -> None:
+    job = starting(with_arn=False)
+    assert decide(job, Look(), 1000.0 + RESUME_AFTER_SECONDS - 1, None) == "none"  # type: ignore[arg-type]
+    assert decide(job, Look(), 1000.0 + RESUME_AFTER_SECONDS, None) == "resume"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("seen", "now", "timeout", "action"),
+    [
+        (look("STOPPED"), 1100.0, None, "settle"),
+        (look("RUNNING"), 1100.0, None, "running"),
+        (look("PENDING", None), 1100.0, 60, "none"),  # not started yet: its clock has not begun
+        (look("RUNNING", 1000.0), 1061.0, 60, "stop"),
+        (look("RUNNING", 1000.0), 1059.0, 60, "running"),
+        (Look(missing=True), 1000.0 + VANISHED_AFTER_SECONDS, None, "vanished"),
+        (Look(missing=True), 1100.0, None, "none"),  # ECS does not list it yet
+        (Look(), 1100.0, None, "none"),  # DescribeTasks failed: next minute
+    ],
+)
+def test_what_the_sweep_does_follows_what_ecs_says_of_the_task(
+    seen: Look, now: float, timeout: int | None, action: str
+) -> None:
+    assert decide(starting(), seen, now, timeout) == action  # type: ignore[arg-type]
+
+
+def test_a_task_already_marked_running_is_not_marked_again() -> None:
+    job = running(starting(), 1, started_at=1010.0, task_arn=ARN)  # type: ignore[arg-type]
+    assert decide(job, look("RUNNING"), 1100.0, None) == "none"
+    asked = stop_requested(job, 1, "timeout")
+    assert decide(asked, look("RUNNING", 1000.0), 1100.0, 60) == "stop"  # again, until it stops
+
+
+def test_a_stop_whose_event_never_came_is_settled_from_describe_tasks(world: World) -> None:
+    (arn,) = world.upload(s3_record("uploads/a.csv"))["started"].values()
+    world.ecs.finish(arn, exit_code=0)  # and its event is lost
+    assert world.sweep()["settled"] == 1
+    assert world.job("uploads/a.csv").state == "succeeded"
+    assert world.store.slots().active == 0
+
+
+def test_a_running_task_is_marked_running_with_its_start(world: World) -> None:
+    (arn,) = world.upload(s3_record("uploads/a.csv"))["started"].values()
+    started = time.time()
+    world.ecs.run(arn, at=started)
+    world.sweep()
+    job = world.job("uploads/a.csv")
+    assert job.state == "running"
+    assert job.current is not None
+    assert job.current.started_at == pytest.approx(started, abs=0.01)
+
+
+def test_a_task_past_its_time_limit_is_stopped_saying_why_and_fails_as_a_timeout(
+    world: World,
+) -> None:
+    limited = world.with_settings(task_timeout_seconds=600)
+    (arn,) = limited.upload(s3_record("uploads/a.csv"))["started"].values()
+    limited.ecs.run(arn, at=time.time())
+    limited.later(601)
+    limited.sweep()
+    ((stopped, reason),) = limited.ecs.stop_requests
+    assert stopped == arn
+    assert reason.startswith(TIMEOUT_REASON)
+    # The stop's event: a timeout (143 after SIGTERM), not retried by default, reported once.
+    from task_events import handle_task_event
+
+    handle_task_event(limited.ecs.state_change(arn), limited.settings, limited.services)
+    job = limited.job("uploads/a.csv")
+    assert job.state == "failed"
+    assert job.current is not None
+    assert (job.current.cause, job.current.exit_code) == ("timeout", 143)
+    (message,) = limited.messages("FAILED_JOBS_QUEUE_URL")
+    assert json.loads(message["Body"])["attempts"][0]["cause"] == "timeout"
+
+
+def test_a_lost_runtask_answer_is_asked_again_with_the_same_token_and_one_task_runs(
+    world: World,
+) -> None:
+    world.ecs.inject(Fault.delay(2.0), times=2)  # longer than the client waits, twice
+    summary = world.upload(s3_record("uploads/a.csv"))
+    assert summary["started"] == {}
+    job = world.job("uploads/a.csv")
+    assert (job.state, job.current.task_arn if job.current else "?") == ("starting", None)
+    world.later(RESUME_AFTER_SECONDS)
+    assert world.sweep()["resumed"] == 1
+    assert len(world.ecs.started) == 1  # one token, one task, however often it was asked
+    (arn,) = world.ecs.started.values()
+    resumed = world.job("uploads/a.csv")
+    assert resumed.current is not None
+    assert resumed.current.task_arn == arn
+
+
+def test_a_job_that_waited_past_the_limit_fails_into_the_dead_letter_queue_saying_why(
+    world: World,
+) -> None:
+    capped = world.with_settings(max_concurrent_tasks=1, wait_timeout_seconds=600)
+    capped.upload(s3_record("uploads/first.csv"))
+    capped.upload(s3_record("uploads/second.csv", sequencer="02"))
+    capped.later(601)
+    assert capped.sweep()["waited too long"] == 1
+    assert capped.job("uploads/second.csv").state == "failed"
+    (message,) = capped.messages("DEAD_LETTER_QUEUE_URL")
+    assert "longer than the limit" in message["MessageAttributes"]["reason"]["StringValue"]
+    event = json.loads(message["Body"])
+    assert event["Records"][0]["s3"]["object"]["key"] == "uploads/second.csv"
+    assert event["redriveOf"]
+
+
+def test_a_failure_whose_report_was_not_sent_is_sent_by_the_sweep(world: World) -> None:
+    (arn,) = world.upload(s3_record("uploads/a.csv"))["started"].values()
+    broken = world.with_settings(failed_jobs_queue_url=world.env["FAILED_JOBS_QUEUE_URL"] + "-gone")
+    broken.stopped(arn, exit_code=1)
+    assert not world.job("uploads/a.csv").reported
+    world.later(61)
+    assert world.sweep()["reported"] == 1
+    assert len(world.messages("FAILED_JOBS_QUEUE_URL")) == 1
+    assert world.job("uploads/a.csv").reported
+
+
+def test_the_sweep_reports_the_oldest_wait_every_minute_also_when_nothing_waits(
+    world: World,
+) -> None:
+    world.sweep()
+    (gauge,) = world.metrics
+    assert gauge["OldestWaitSeconds"] == 0
+    assert gauge["Jobs"] == world.settings.state_table
+    assert "JobsWaiting" not in gauge  # idle: one metric, not three, to be billed
+    capped = world.with_settings(max_concurrent_tasks=1)
+    capped.upload(s3_record("uploads/first.csv"))
+    capped.upload(s3_record("uploads/second.csv", sequencer="02"))
+    capped.later(300)
+    capped.sweep()
+    latest = world.metrics[-1]
+    assert latest["OldestWaitSeconds"] >= 300
+    assert (latest["JobsWaiting"], latest["JobsRunning"]) == (1, 1)
