@@ -8,23 +8,16 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jobctl.evaluate import PROJECT_DIR
+# The names the runner's metrics are written under, which `jobctl status` reads.
+from backlog import REASON_ATTRIBUTE as BACKLOG_REASON_ATTRIBUTE
+from reports import METRIC_DIMENSION, METRIC_NAMESPACE
 
-TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
-# The Lambda package's modules are top-level, as in its zip.
-if str(TASKRUNNER_DIR) not in sys.path:
-    sys.path.insert(0, str(TASKRUNNER_DIR))
+from jobctl import TASKRUNNER_DIR
 
-# The names the runner's wait metric is written under, which `jobctl status` reads.
-from backlog import (  # noqa: E402 - needs the path above
-    METRIC_DIMENSION,
-    METRIC_NAMESPACE,
-    WAIT_METRIC,
-)
-from backlog import REASON_ATTRIBUTE as BACKLOG_REASON_ATTRIBUTE  # noqa: E402
+WAIT_METRIC = "OldestWaitSeconds"
 
 # The event field the redrive adds so that a failed task's upload starts a *new* task.
-from upload_events import REDRIVE_FIELD  # noqa: E402 - needs the path above
+from upload_events import REDRIVE_FIELD  # noqa: E402 - after the path is set above
 
 __all__ = [
     "BACKLOG_REASON_ATTRIBUTE",

@@ -593,6 +593,21 @@ class JobStore:
             limit_seen_at=_optional_float(raw, "limitSeenAt"),
         )
 
+    def forget_account_limit(self, limit: int) -> None:
+        """ECS started a task beyond the limit it stated (`limit`): forget it, unless another
+        invocation noted a newer one meanwhile."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=SLOTS,
+                UpdateExpression="REMOVE #limit, #seen",
+                ConditionExpression="#limit = :limit",
+                ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
+                ExpressionAttributeValues={":limit": _number(limit)},
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.info(json.dumps({"slots": "account limit kept", "why": str(error)}))
+
     def stats(self) -> Stats:
         try:
             answer = self.dynamodb.get_item(TableName=self.table, Key=STATS, ConsistentRead=True)

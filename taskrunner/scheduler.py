@@ -44,16 +44,19 @@ PASSING_REFUSALS = 2
 TIME_RESERVE_MS = 2 * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) * 1000
 
 
-def slot_limit(cap: int, slots: Slots, now: float) -> int | None:
-    """How many slots there are now; None: no limit known (ECS will say)."""
+def slot_limit(cap: int, slots: Slots, now: float) -> tuple[int | None, bool]:
+    """How many slots there are now (None: no limit known, ECS will say), and whether that is
+    a probe: the account's limit, remembered too long, plus one, so that one start, not every
+    fill at once, finds out whether it still holds."""
     limits = [cap] if cap else []
-    if (
-        slots.account_limit is not None
-        and slots.limit_seen_at is not None
-        and now - slots.limit_seen_at < ACCOUNT_LIMIT_MEMORY_SECONDS
-    ):
-        limits.append(slots.account_limit)
-    return min(limits) if limits else None
+    probing = False
+    if slots.account_limit is not None:
+        fresh = slots.limit_seen_at is not None and now - slots.limit_seen_at < (
+            ACCOUNT_LIMIT_MEMORY_SECONDS
+        )
+        probing = not fresh and (not cap or slots.account_limit < cap)
+        limits.append(slots.account_limit + (0 if fresh else 1))
+    return (min(limits) if limits else None), probing
 
 
 def free_slots(limit: int | None, slots: Slots) -> int:
@@ -114,7 +117,7 @@ class Scheduler:
         except StoreError as error:
             report.stopped_because = str(error)
             return report
-        limit = slot_limit(self.settings.max_concurrent_tasks, slots, now)
+        limit, probing = slot_limit(self.settings.max_concurrent_tasks, slots, now)
         free = free_slots(limit, slots) if most is None else min(most, free_slots(limit, slots))
         if free == 0:
             report.stopped_because = f"all {limit} slots are taken"
@@ -139,6 +142,11 @@ class Scheduler:
             stop = self._note(report, job, outcome, limit, passing)
             if stop:
                 report.stopped_because = stop
+                break
+            if probing and outcome.answer == "started":
+                # ECS took one beyond the limit it stated: it no longer holds. Fills go on
+                # until ECS states the new one.
+                self.store.forget_account_limit(limit - 1 if limit is not None else 0)
                 break
         return report
 

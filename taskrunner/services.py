@@ -99,6 +99,7 @@ class Services:
                 settings.state_table,
                 record_days=settings.record_days,
                 sleep=self.sleep,
+                rng=self.rng,
             )
         return self._stores[key]
 

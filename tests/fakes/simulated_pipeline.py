@@ -533,24 +533,26 @@ def best_hours(work_seconds: float, scenario: Scenario, limit: int) -> float:
 
 
 def order_inversions(outcome: Outcome, slack: float = 60.0) -> int:
-    """Uploads whose first RunTask came while one recorded more than `slack` before them had
-    not had its first yet: out of order beyond the slack the design allows."""
-    first = outcome.ecs.first_call
+    """Uploads whose first task started while one recorded more than `slack` before them had
+    not started yet: out of order beyond the slack the design allows."""
+    first: dict[Identity, float] = {}
+    for task in outcome.ecs.tasks:
+        first.setdefault(task.identity, task.created_at)
     pairs = sorted(
         (job.recorded_at, first[identity])
         for identity, job in outcome.jobs().items()
         if identity in first
     )
     readies = [ready for ready, _ in pairs]
-    latest_before: list[float] = []  # the latest first call among jobs recorded up to here
+    latest_before: list[float] = []  # the latest first start among jobs recorded up to here
     latest = float("-inf")
-    for _, called in pairs:
-        latest = max(latest, called)
+    for _, started in pairs:
+        latest = max(latest, started)
         latest_before.append(latest)
     inversions = 0
-    for ready, called in pairs:
+    for ready, started in pairs:
         before = bisect.bisect_left(readies, ready - slack)
-        if before and latest_before[before - 1] > called:
+        if before and latest_before[before - 1] > started:
             inversions += 1
     return inversions
 

@@ -22,11 +22,13 @@ CAPACITY = "Capacity is unavailable at this time. Please try again later"
 
 
 def test_the_slots_are_the_cap_and_the_accounts_limit_as_ecs_last_stated_it() -> None:
-    assert slot_limit(0, Slots(), 0.0) is None
-    assert slot_limit(40, Slots(), 0.0) == 40
+    assert slot_limit(0, Slots(), 0.0) == (None, False)
+    assert slot_limit(40, Slots(), 0.0) == (40, False)
     seen = Slots(active=30, account_limit=25, limit_seen_at=1000.0)
-    assert slot_limit(40, seen, 1000.0 + 10) == 25
-    assert slot_limit(0, seen, 1000.0 + ACCOUNT_LIMIT_MEMORY_SECONDS) is None  # tried again
+    assert slot_limit(40, seen, 1000.0 + 10) == (25, False)
+    # Remembered too long: one more is tried (a probe), not as many as every fill wants.
+    assert slot_limit(0, seen, 1000.0 + ACCOUNT_LIMIT_MEMORY_SECONDS) == (26, True)
+    assert slot_limit(20, seen, 1000.0 + ACCOUNT_LIMIT_MEMORY_SECONDS) == (20, False)
     assert free_slots(25, seen) == 0
     assert free_slots(40, seen) == 10
     assert free_slots(None, seen) == MAX_STARTS_PER_FILL
@@ -59,6 +61,23 @@ def test_a_quota_refusal_stops_the_fill_and_no_fill_asks_again_for_a_while(world
     world.later(ACCOUNT_LIMIT_MEMORY_SECONDS)
     world.sweep()
     assert len(world.ecs.calls) == calls + 1  # then one asks, and learns it again
+    assert world.store.slots().account_limit == 1
+
+
+def test_a_start_beyond_the_stated_limit_makes_the_fills_go_on_until_ecs_states_a_new_one(
+    world: World,
+) -> None:
+    world.ecs.inject(Fault.failure(QUOTA), when=lambda call: call.s3_key == "uploads/second.csv")
+    world.upload(s3_record("uploads/first.csv"))
+    world.upload(s3_record("uploads/second.csv", sequencer="02"))  # refused: the limit is 1
+    for number in range(3):
+        world.upload(s3_record(f"uploads/more-{number}.csv", sequencer=f"1{number}"))
+    assert len(world.ecs.started) == 1
+    world.later(ACCOUNT_LIMIT_MEMORY_SECONDS)  # the quota was raised meanwhile
+    world.sweep()  # one probe starts second.csv: the limit no longer holds
+    assert world.store.slots().account_limit is None
+    world.sweep()
+    assert len(world.ecs.started) == 5
 
 
 def test_after_a_capacity_shortage_the_next_job_is_tried_then_the_fill_stops(world: World) -> None:
