@@ -13,6 +13,7 @@ clients are the model's.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import random
 import sys
@@ -203,7 +204,7 @@ def tally(outcome: Outcome) -> Tally:
     overlapping = []
     for upload in planned:
         spans = sorted((t.created_at, t.stops_at) for t in tasks.get(upload, ()))
-        if any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)):
+        if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)):
             overlapping.append(upload)
     return Tally(
         tasks=len(outcome.ecs.tasks),
@@ -317,7 +318,7 @@ def plan_uploads(scenario: Scenario, rng: random.Random) -> list[Upload]:
 
 def runner_environment(scenario: Scenario, queues: dict[str, Queue]) -> dict[str, str]:
     """What infra/runner.py puts in the Lambda's environment (network ids made up)."""
-    env = {
+    return {
         "CLUSTER_ARN": CLUSTER_ARN,
         "TASK_DEFINITION_ARN": TASK_DEFINITION_ARN,
         "CONTAINER_NAME": "job",
@@ -336,7 +337,6 @@ def runner_environment(scenario: Scenario, queues: dict[str, Queue]) -> dict[str
         "SPOT_FALLBACK_TO_FARGATE": str(scenario.spot_fallback).lower(),
         "JOB_LOG_GROUP": "/jobs/job",
     }
-    return env
 
 
 def job_table() -> Table:
@@ -358,7 +358,6 @@ def build(scenario: Scenario, latency: Latency | None = None) -> Outcome:
     sim = Simulation()
     timing = random.Random(scenario.seed + 1)
     durations: dict[Identity, float] = {}
-    start_times: dict[Identity, float] = {}
 
     def duration(identity: Identity) -> float:
         if identity not in durations:
@@ -563,7 +562,9 @@ def cap_use(outcome: Outcome) -> tuple[int, int, float | None]:
     scenario = outcome.scenario
     if not scenario.raise_cap_to:
         return outcome.ecs.peak_in_flight, 0, None
-    before = max((n for t, n in outcome.ecs.in_flight_changes if t < scenario.raise_cap_at), default=0)
+    before = max(
+        (n for t, n in outcome.ecs.in_flight_changes if t < scenario.raise_cap_at), default=0
+    )
     after = [(t, n) for t, n in outcome.ecs.in_flight_changes if t >= scenario.raise_cap_at]
     peak_after = max((n for _, n in after), default=0)
     reached = next((t for t, n in after if n >= scenario.raise_cap_to), None)

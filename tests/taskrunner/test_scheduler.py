@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from job_record import claim, new_job
+from dataclasses import replace
+
+from job_record import Job, claim, new_job
 from job_store import Slots
 from scheduler import (
     ACCOUNT_LIMIT_MEMORY_SECONDS,
@@ -35,14 +37,14 @@ def test_the_slots_are_the_cap_and_the_accounts_limit_as_ecs_last_stated_it() ->
 
 
 def test_candidates_are_the_oldest_ready_jobs_each_once_at_its_latest_version() -> None:
-    def job(n: int, at: float) -> object:
+    def job(n: int, at: float) -> Job:
         return new_job(bucket="b", key=f"k{n}", job_id=f"{n:032x}", now=at)
 
     old, new, late = job(1, 100.0), job(2, 200.0), job(3, 900.0)
-    taken = claim(job(4, 50.0), now=60.0, default_provider="FARGATE")  # type: ignore[arg-type]
+    taken = claim(job(4, 50.0), now=60.0, default_provider="FARGATE")
     stale = old
-    fresh = old.__class__(**{**old.__dict__, "version": 3})  # type: ignore[attr-defined]
-    found = candidates([new, stale, late, taken], [fresh], ready_by=500.0)  # type: ignore[list-item]
+    fresh = replace(old, version=3)
+    found = candidates([new, stale, late, taken], [fresh], ready_by=500.0)
     assert [(j.key, j.version) for j in found] == [("k1", 3), ("k2", 0)]
 
 
