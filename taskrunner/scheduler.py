@@ -105,11 +105,18 @@ class Scheduler:
         self.remaining_ms = remaining_ms
         self.reporter = reports.Reporter(store, settings, services)
 
-    def fill(self, own: Iterable[Job] = (), *, most: int | None = None) -> FillReport:
+    def fill(
+        self,
+        own: Iterable[Job] = (),
+        *,
+        most: int | None = None,
+        listed: Iterable[Job] | None = None,
+    ) -> FillReport:
         """Start the oldest ready jobs into the free slots; `own`: jobs just recorded; `most`:
         start no more than this many (an upload starts as many jobs as it brought, its own or
         older ones in their place: a burst of uploads does not make every invocation contend
-        for every free slot at once)."""
+        for every free slot at once); `listed`: the oldest waiting jobs, if the caller has just
+        read them."""
         report = FillReport()
         now = self.services.clock()
         try:
@@ -122,11 +129,12 @@ class Scheduler:
         if free == 0:
             report.stopped_because = f"all {limit} slots are taken"
             return report
-        try:
-            listed = self.store.oldest_waiting(ready_by=now, wanted=free + CANDIDATE_MARGIN)
-        except StoreError as error:
-            listed = []
-            logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
+        if listed is None:
+            try:
+                listed = self.store.oldest_waiting(ready_by=now, wanted=free + CANDIDATE_MARGIN)
+            except StoreError as error:
+                listed = []
+                logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
         passing = 0
         for job in candidates(listed, own, ready_by=now):
             if len(report.started) >= free:
