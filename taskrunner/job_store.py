@@ -593,17 +593,21 @@ class JobStore:
             limit_seen_at=_optional_float(raw, "limitSeenAt"),
         )
 
-    def forget_account_limit(self, limit: int) -> None:
-        """ECS started a task beyond the limit it stated (`limit`): forget it, unless another
-        invocation noted a newer one meanwhile."""
+    def raise_account_limit(self, limit: int, raised: int, now: float) -> None:
+        """ECS started a task beyond the limit it stated (`limit`): take `raised` for it from
+        now, unless another invocation noted a newer limit meanwhile."""
         try:
             self.dynamodb.update_item(
                 TableName=self.table,
                 Key=SLOTS,
-                UpdateExpression="REMOVE #limit, #seen",
+                UpdateExpression="SET #limit = :raised, #seen = :now",
                 ConditionExpression="#limit = :limit",
                 ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
-                ExpressionAttributeValues={":limit": _number(limit)},
+                ExpressionAttributeValues={
+                    ":limit": _number(limit),
+                    ":raised": _number(raised),
+                    ":now": _number(now),
+                },
             )
         except (ClientError, BotoCoreError) as error:
             logger.info(json.dumps({"slots": "account limit kept", "why": str(error)}))
