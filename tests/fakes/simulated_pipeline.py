@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import logging
 import random
 import sys
 from collections import Counter
@@ -465,10 +466,20 @@ def runner_function(settings: list[RunnerSettings], services: Services) -> Calla
 
 
 def run_scenario(scenario: Scenario, latency: Latency | None = None) -> Outcome:
-    """Run until every upload settled (or the horizon): nothing waiting, nothing running."""
+    """Run until every upload settled (or the horizon): nothing waiting, nothing running.
+
+    The runner's log lines (thousands of failures and retries a run plans) are not kept: the
+    figures and the model say what happened.
+    """
     outcome = build(scenario, latency)
     last_delivery = max(when for upload in outcome.uploads for when in upload.deliveries)
-    settle(outcome, after=last_delivery)
+    runner_log = logging.getLogger("taskrunner")
+    level = runner_log.level
+    runner_log.setLevel(logging.CRITICAL)
+    try:
+        settle(outcome, after=last_delivery)
+    finally:
+        runner_log.setLevel(level)
     return outcome
 
 
