@@ -598,6 +598,7 @@ class Figures:
     failed_jobs: int
     expired: int
     limit: int
+    raised_to: int  # the limit after a raise of the cap, if there was one
     peak_in_flight: int
     peak_before_raise: int
     peak_after_raise: int
@@ -666,6 +667,9 @@ def figures(outcome: Outcome, label: str) -> Figures:
         failed_jobs=len(outcome.failed_jobs.messages),
         expired=counted.expired,
         limit=limit,
+        raised_to=min(scenario.account_limit, scenario.raise_cap_to or scenario.account_limit)
+        if scenario.raise_cap_to
+        else 0,
         peak_in_flight=outcome.ecs.peak_in_flight,
         peak_before_raise=before,
         peak_after_raise=after,
