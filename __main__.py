@@ -6,7 +6,7 @@ The program is the component's first user: read the stack's settings, create the
 import pulumi
 
 from infra import S3FargateJobs
-from infra.config import load_args
+from infra.args import load_args
 
 jobs = S3FargateJobs(f"{pulumi.get_project()}-{pulumi.get_stack()}", load_args())
 

@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
-from jobctl.evaluate import Evaluation, committed_stacks, evaluate
+from jobctl.evaluate import PROJECT_DIR, Evaluation, committed_stacks, evaluate
 
 STACKS = committed_stacks()
+# The runner's modules, top-level as in the Lambda's zip: tests hold the infrastructure to what
+# the runner reads and writes by importing them (put this folder on sys.path first).
+TASKRUNNER_DIR = PROJECT_DIR / "taskrunner"
 
 
 @pytest.fixture(scope="session")
