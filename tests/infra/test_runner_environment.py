@@ -20,6 +20,8 @@ from tests.infra.conftest import TASKRUNNER_DIR, as_json
 if str(TASKRUNNER_DIR) not in sys.path:
     sys.path.insert(0, str(TASKRUNNER_DIR))
 
+import reports
+from job_record import Attempt
 from runner_settings import RunnerSettings, SettingsError, load_settings
 
 # Variables the program leaves to the runner's defaults on purpose: the backlog's retry pacing
@@ -146,3 +148,18 @@ def test_the_job_is_told_its_job_and_attempt_by_the_runner_never_by_the_task_def
     task = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs
     (container,) = as_json(task["containerDefinitions"])
     assert not {"JOB_ID", "JOB_ATTEMPT"} & {e["name"] for e in container["environment"]}
+
+
+def test_the_log_stream_the_runner_reports_is_the_one_the_task_writes(stack: Evaluation) -> None:
+    # awslogs names a task's stream <prefix>/<container>/<task id>: the failed-jobs message and
+    # `jobctl show` print it for reading the attempt's logs.
+    task = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+    (container,) = as_json(task["containerDefinitions"])
+    options = container["logConfiguration"]["options"]
+    settings = settings_of(stack)
+    arn = "arn:aws:ecs:us-east-1:123456789012:task/jobs/0123abcd"
+    attempt = Attempt(number=1, claim=1, provider="FARGATE", claimed_at=0.0, task_arn=arn)
+    assert reports.log_stream(attempt, settings.container_name) == (
+        f"{options['awslogs-stream-prefix']}/{container['name']}/0123abcd"
+    )
+    assert settings.job_log_group == options["awslogs-group"]
