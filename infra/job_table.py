@@ -49,6 +49,7 @@ class JobTableSchema:
     ttl_attribute: str
     indexes: Mapping[str, tuple[str, str]]  # name -> (hash attribute, range attribute)
     projections: Mapping[str, str]  # name -> ALL or KEYS_ONLY
+    runner_queries: tuple[str, ...] = ()  # the indexes the runner itself queries
 
     @property
     def key_attributes(self) -> list[str]:
@@ -138,7 +139,12 @@ def read_job_table_schema(runner_source: Path) -> JobTableSchema:
         ttl_attribute=constant("TTL_ATTRIBUTE"),
         indexes=dict(constant("INDEXES")),
         projections=dict(constant("INDEX_PROJECTIONS")),
+        runner_queries=tuple(constant("RUNNER_QUERIES")),
     )
+    if not set(schema.runner_queries) <= set(schema.indexes):
+        raise RunnerContractError(
+            f"{source}: RUNNER_QUERIES names indexes INDEXES does not declare"
+        )
     untyped = [name for name in schema.key_attributes if name not in ATTRIBUTE_TYPES]
     if untyped:
         raise RunnerContractError(

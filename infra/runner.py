@@ -142,29 +142,20 @@ def runner_policy(
             # A transaction (TransactWriteItems, the job and the slot count together) is
             # authorised as the UpdateItem and PutItem of its items: there is no action of its
             # own (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
-            # BatchGetItem, and Query on the table, serve the job store's readers of many jobs
-            # (job_store.recent, jobs_of), which the runner shares with jobctl.
             allow(
                 "KeepTheJobRecords",
-                [
-                    "dynamodb:GetItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:BatchGetItem",
-                ],
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 [table],
             ),
-            # The waiting jobs, oldest first; the tasks under way; a key's jobs. Each index by
-            # name: the runner's job store declares them all (infra/job_table.py).
+            # The waiting jobs, oldest first, and the tasks under way: the indexes the runner
+            # queries (job_store.RUNNER_QUERIES), each by name. jobctl's readers of a key's jobs
+            # and of recent ones run with a person's credentials.
             allow(
-                "QueryTheJobRecordsAndTheirIndexes",
+                "QueryTheWaitingAndTheJobsUnderWay",
                 ["dynamodb:Query"],
                 [
-                    table,
-                    *(
-                        pulumi.Output.concat(table, "/index/", index)
-                        for index in resources.job_table_indexes
-                    ),
+                    pulumi.Output.concat(table, "/index/", index)
+                    for index in resources.job_table_indexes
                 ],
             ),
             allow(
@@ -301,7 +292,7 @@ class TaskRunner(pulumi.ComponentResource):
                     backlog_queue_arn=self.backlog_queue.arn,
                     failed_jobs_queue_arn=failed_jobs_queue.arn,
                     job_table_arn=self.job_table.arn,
-                    job_table_indexes=list(self.job_table_schema.indexes),
+                    job_table_indexes=list(self.job_table_schema.runner_queries),
                 ),
             ),
             tags=tags,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from typing import Any, cast
 
 from jobctl.evaluate import DeclaredResource, Evaluation
@@ -71,11 +72,17 @@ def what_the_runner_writes(stack: Evaluation, dynamodb: Any) -> set[Metric]:
         clock=lambda: NOW,
         emit_metric=lines.append,
     )
-    reporter = reports.Reporter(services.job_store(settings), settings, services)
+    store = services.job_store(settings)
+    reporter = reports.Reporter(store, settings, services)
     ran = {"started_at": NOW + 30, "stopped_at": NOW + 90}
     reporter.ended(job("succeeded", attempt(cause="succeeded", exit_code=0, **ran)))
     reporter.ended(job("failed", attempt(cause="job-failure", exit_code=1, **ran)))
     reporter.ended(job("waiting", attempt(cause="spot-interruption", **ran)))
+    # A retry waiting for its delay: the sweep counts it (and, with nothing waiting, would
+    # write the oldest wait alone) but starts nothing.
+    later = replace(job("waiting", attempt(cause="spot-interruption", **ran)), ready_at=NOW + 600)
+    store.create(later)
+    store.count(recorded=1)
     Sweep(settings, services).run()
     return emitted(lines)
 
