@@ -39,7 +39,7 @@ class FlakyDynamo:
 
 
 def use(world: World, dynamodb: Any) -> None:
-    world.services._dynamodb = dynamodb  # type: ignore[assignment]
+    world.services._dynamodb = dynamodb
     world.services._stores.clear()
 
 
@@ -83,7 +83,7 @@ def test_uploads_met_by_a_flaky_table_each_end_with_one_task(world: World, every
     world.sweep()
     world.sweep()
     started = world.ecs.started  # clientToken -> task: one entry per token that started
-    keys = [call.s3_key for call in world.ecs.calls if call.task_arn is not None]
+    keys = [str(call.s3_key) for call in world.ecs.calls if call.task_arn is not None]
     assert sorted(set(keys)) == sorted(f"uploads/{n}.csv" for n in range(12))
     per_upload = {
         key: {call.task_arn for call in world.ecs.calls if call.s3_key == key} for key in keys
