@@ -6,7 +6,7 @@ The program is the component's first user: read the stack's settings, create the
 import pulumi
 
 from infra import S3FargateJobs
-from infra.config import load_args
+from infra.args import load_args
 
 jobs = S3FargateJobs(f"{pulumi.get_project()}-{pulumi.get_stack()}", load_args())
 
@@ -23,3 +23,5 @@ pulumi.export("maxConcurrentTasks", jobs.max_concurrent_tasks)
 pulumi.export("repositoryUrl", jobs.repository_url)
 pulumi.export("failedJobsQueueUrl", jobs.failed_jobs_queue_url)
 pulumi.export("alertTopicArn", jobs.alert_topic_arn)
+pulumi.export("jobTableName", jobs.job_table_name)
+pulumi.export("dashboardUrl", jobs.dashboard_url)

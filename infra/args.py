@@ -3,6 +3,7 @@
 Each field is a configuration key in snake_case (`taskCpu` -> `task_cpu`), with the same default
 as Pulumi.yaml: a safe, cheap deployment. Two more fields exist only here, for a bucket the
 user already has. The component validates them with the same rules as the stack's config.
+`load_args()` is this program's way in: the stack's config, validated, as these arguments.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .config import (
     NetworkMode,
     Settings,
     argument_name,
+    load_settings,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +84,13 @@ class S3FargateJobsArgs:
     capacity_provider: CapacityProvider = "FARGATE"
     task_timeout_minutes: int = 0  # 0: no limit
     max_concurrent_tasks: int = 0  # 0: only the account's own limits
+    # What happens when a task stops without success, and how long a job may wait.
+    task_max_attempts: int = 3  # Spot interruptions, failed starts, ... retried up to this
+    task_retry_exit_codes: Sequence[int] = ()  # job failures worth another attempt
+    task_retry_timeouts: bool = False
+    spot_fallback_to_on_demand: bool = False  # with FARGATE_SPOT: after an interruption, FARGATE
+    wait_timeout_minutes: int = 20160  # 14 days
+    job_record_days: int = 30
     # Operations.
     log_retention_days: int = 14
     max_event_age_seconds: int = 21600
@@ -135,6 +144,12 @@ class S3FargateJobsArgs:
             capacity_provider=settings.capacity_provider,
             task_timeout_minutes=settings.task_timeout_minutes or 0,
             max_concurrent_tasks=settings.max_concurrent_tasks,
+            task_max_attempts=settings.task_max_attempts,
+            task_retry_exit_codes=settings.task_retry_exit_codes,
+            task_retry_timeouts=settings.task_retry_timeouts,
+            spot_fallback_to_on_demand=settings.spot_fallback_to_on_demand,
+            wait_timeout_minutes=settings.wait_timeout_minutes,
+            job_record_days=settings.job_record_days,
             log_retention_days=settings.log_retention_days,
             max_event_age_seconds=settings.max_event_age_seconds,
             backlog_age_alarm_minutes=settings.backlog_age_alarm_minutes,
@@ -151,3 +166,9 @@ class S3FargateJobsArgs:
 
 def argument_fields() -> set[str]:
     return {f.name for f in fields(S3FargateJobsArgs)}
+
+
+def load_args() -> S3FargateJobsArgs:
+    """This stack's configuration, validated (messages name its keys), as the component's
+    arguments."""
+    return S3FargateJobsArgs.from_settings(load_settings())

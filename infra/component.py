@@ -6,8 +6,9 @@
     pulumi.export("bucket", jobs.bucket_name)
 
 Children: the upload bucket (or an existing one), the network (or an existing VPC), the job's
-image, cluster and task definition, the runner with its backlog, and the monitoring. Every
-argument is validated before anything is declared, as the stack's config is.
+image, cluster and task definition, the runner with its job table and backlog, the rules that
+drive it (a task stopped, the sweep), and the monitoring. Every argument is validated before
+anything is declared, as the stack's config is.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .job import CONTAINER_NAME, JobDefinition
 from .monitoring import FailureMonitoring
 from .network import Network
 from .runner import JobTarget, TaskRunner, UploadSource
+from .scheduling import JobScheduling
 from .sources import DEFAULT_JOB_IMAGE, bundled
 from .storage import UploadBucket
 
@@ -93,6 +95,8 @@ class S3FargateJobs(pulumi.ComponentResource):
     repository_url: pulumi.Output[str]
     failed_jobs_queue_url: pulumi.Output[str]
     alert_topic_arn: pulumi.Output[str]
+    job_table_name: pulumi.Output[str]
+    dashboard_url: pulumi.Output[str]
 
     def __init__(
         self,
@@ -121,6 +125,9 @@ class S3FargateJobs(pulumi.ComponentResource):
             bucket_arn=uploads.arn,
             opts=child,
         )
+        # Monitoring first: the runner reports failed jobs to its queue. The alarms and the
+        # dashboard, which watch the runner, come once the runner exists (`watch`).
+        monitoring = FailureMonitoring(f"{name}-monitoring", settings, context, opts=child)
         runner = TaskRunner(
             f"{name}-runner",
             settings,
@@ -136,19 +143,26 @@ class S3FargateJobs(pulumi.ComponentResource):
                 role_arns=(job.execution_role.arn, job.task_role.arn),
                 subnet_ids=network.subnet_ids,
                 security_group_id=network.security_group_id,
+                log_group_name=job.log_group.name,
             ),
+            failed_jobs_queue=monitoring.failed_jobs_queue,
             opts=child,
         )
-        monitoring = FailureMonitoring(
-            f"{name}-monitoring",
+        scheduling = JobScheduling(
+            f"{name}-scheduling",
             settings,
             context,
             cluster_arn=cluster.cluster.arn,
+            runner=runner.function,
+            undeliverable_queue=monitoring.undeliverable_queue,
+            opts=child,
+        )
+        monitoring.watch(
             runner_function_name=runner.function.name,
             runner_dead_letter_queue=runner.dead_letter_queue,
             backlog_queue=runner.backlog_queue,
-            job_log_group_name=job.log_group.name,
-            opts=child,
+            job_table_name=runner.job_table.name,
+            event_rule_arns=scheduling.rule_arns,
         )
 
         self.bucket_name = pulumi.Output.from_input(uploads.name)
@@ -164,6 +178,8 @@ class S3FargateJobs(pulumi.ComponentResource):
         self.repository_url = image.repository.repository_url
         self.failed_jobs_queue_url = monitoring.failed_jobs_queue.url
         self.alert_topic_arn = monitoring.alert_topic.arn
+        self.job_table_name = runner.job_table.name
+        self.dashboard_url = monitoring.dashboard_url
         self.register_outputs(
             {
                 "bucketName": self.bucket_name,
@@ -173,6 +189,8 @@ class S3FargateJobs(pulumi.ComponentResource):
                 "backlogQueueUrl": self.backlog_queue_url,
                 "deadLetterQueueUrl": self.dead_letter_queue_url,
                 "failedJobsQueueUrl": self.failed_jobs_queue_url,
+                "jobTableName": self.job_table_name,
+                "dashboardUrl": self.dashboard_url,
             }
         )
 

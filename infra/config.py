@@ -18,14 +18,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import pulumi
 
 from .sources import DEFAULT_JOB_IMAGE, bundled
-
-if TYPE_CHECKING:
-    from .args import S3FargateJobsArgs
 
 NAMESPACE = "s3-fargate-jobs"
 
@@ -77,6 +74,10 @@ RESERVED_ENVIRONMENT = frozenset(
         "TMPDIR",
         "TASK_TIMEOUT_SECONDS",
         "TASK_PROCESSOR",
+        # Which job and attempt a task belongs to: the runner sets them for each RunTask, and
+        # reads them back from ECS's stop events.
+        "JOB_ID",
+        "JOB_ATTEMPT",
     }
 )
 RESERVED_ENVIRONMENT_PREFIXES = ("AWS_", "ECS_")
@@ -90,6 +91,15 @@ WHERE_SECRETS_LIVE = (
     "Secrets Manager secret"
 )
 BACKLOG_AGE_ALARM_MINUTES = (1, QUEUE_RETENTION_DAYS * 24 * 60)
+# A job's attempts and records, within the runner's bounds (taskrunner/runner_settings.py; a
+# test holds them equal). Attempts: AWS Batch's retryStrategy, 1 to 10.
+TASK_MAX_ATTEMPTS = (1, 10)
+EXIT_CODES = (1, 255)  # 0 is success: never a failure to retry
+JOB_TIMEOUT_EXIT = 8  # task/exit_codes.py: the job stopped itself at TASK_TIMEOUT_SECONDS
+# How long a job may wait for a slot: from Batch's least for a RUNNABLE job (10 minutes) to the
+# 14 days the queues keep a failure for a redrive.
+WAIT_TIMEOUT_MINUTES = (10, QUEUE_RETENTION_DAYS * 24 * 60)
+JOB_RECORD_DAYS = (1, 3650)
 
 # Every key the program reads. A test checks that Pulumi.yaml declares exactly these.
 CONFIG_KEYS: tuple[str, ...] = (
@@ -122,6 +132,12 @@ CONFIG_KEYS: tuple[str, ...] = (
     "taskEnvironment",
     "taskSecrets",
     "taskSecretsKmsKeyArns",
+    "taskMaxAttempts",
+    "taskRetryExitCodes",
+    "taskRetryTimeouts",
+    "spotFallbackToOnDemand",
+    "waitTimeoutMinutes",
+    "jobRecordDays",
 )
 
 
@@ -179,6 +195,12 @@ class Settings:
     task_environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     task_secrets: Mapping[str, SecretRef] = field(default_factory=lambda: MappingProxyType({}))
     secret_kms_key_arns: tuple[str, ...] = ()
+    task_max_attempts: int = 3
+    task_retry_exit_codes: tuple[int, ...] = ()  # job failures worth another attempt
+    task_retry_timeouts: bool = False
+    spot_fallback_to_on_demand: bool = False  # a Spot-interrupted job's next attempt on FARGATE
+    wait_timeout_minutes: int = WAIT_TIMEOUT_MINUTES[1]
+    job_record_days: int = 30
     name: str | None = None  # the component's name; None: "<project>-<stack>"
     existing_bucket: str | None = None  # None: a bucket is created
 
@@ -306,6 +328,25 @@ def _string_list(raw: Mapping[str, object], name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise _fail(name, value, "expected a list of non-empty strings")
     return tuple(value)
+
+
+def _integer_list(raw: Mapping[str, object], name: str) -> tuple[int, ...]:
+    value = _required(raw, name)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            raise _fail(name, value, "expected a list of whole numbers") from None
+    if not isinstance(value, list):
+        raise _fail(name, value, "expected a list of whole numbers")
+    numbers = []
+    for item in value:
+        # A number set with `pulumi config set --path` may arrive as its text.
+        number = int(item) if isinstance(item, str) and item.strip().isdigit() else item
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise _fail(name, value, "expected a list of whole numbers")
+        numbers.append(number)
+    return tuple(numbers)
 
 
 def _in_range(name: str, value: int, bounds: tuple[int, int], what: str) -> int:
@@ -448,6 +489,65 @@ def _job_contents(raw: Mapping[str, object]) -> _JobContents:
             "keys that decrypt the job's secrets go with taskSecrets; there are none",
         )
     return _JobContents(processor, environment, secrets, kms_keys)
+
+
+@dataclass(frozen=True)
+class _JobRetries:
+    max_attempts: int
+    exit_codes: tuple[int, ...]
+    timeouts: bool
+    spot_fallback: bool
+    wait_timeout_minutes: int
+    record_days: int
+
+
+def _job_retries(raw: Mapping[str, object]) -> _JobRetries:
+    """How a job's attempts are retried, how long it may wait, how long its record is kept."""
+    max_attempts = _in_range(
+        "taskMaxAttempts",
+        _integer(raw, "taskMaxAttempts"),
+        TASK_MAX_ATTEMPTS,
+        "the attempts a job gets in all (1: never retried), which",
+    )
+    codes = _integer_list(raw, "taskRetryExitCodes")
+    low, high = EXIT_CODES
+    for code in codes:
+        if not low <= code <= high:
+            raise _fail(
+                "taskRetryExitCodes",
+                list(codes),
+                f"exit code {code} is not a failure a job can exit with; list codes from {low} "
+                f"to {high} (0 is success)",
+            )
+        if code == JOB_TIMEOUT_EXIT:
+            # The runner reads 8 as the job's own time limit: a timeout, not a job failure.
+            raise _fail(
+                "taskRetryExitCodes",
+                list(codes),
+                f"exit code {JOB_TIMEOUT_EXIT} is the job stopping at its time limit, which "
+                "counts as a timeout; to retry timeouts set taskRetryTimeouts to true instead",
+            )
+    wait_timeout = _in_range(
+        "waitTimeoutMinutes",
+        _integer(raw, "waitTimeoutMinutes"),
+        WAIT_TIMEOUT_MINUTES,
+        f"the minutes a job may wait for a task before it fails (the queues keep a failure "
+        f"{QUEUE_RETENTION_DAYS} days for a redrive), which",
+    )
+    record_days = _in_range(
+        "jobRecordDays",
+        _integer(raw, "jobRecordDays"),
+        JOB_RECORD_DAYS,
+        "the days a finished job's record is kept",
+    )
+    return _JobRetries(
+        max_attempts=max_attempts,
+        exit_codes=tuple(sorted(set(codes))),
+        timeouts=_boolean(raw, "taskRetryTimeouts"),
+        spot_fallback=_boolean(raw, "spotFallbackToOnDemand"),
+        wait_timeout_minutes=wait_timeout,
+        record_days=record_days,
+    )
 
 
 # The default image copies task/ to /app/task and runs from /app: of the job's own code, the
@@ -601,6 +701,15 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
     )
 
     job = _job_contents(raw)
+    retries = _job_retries(raw)
+    if backlog_age_alarm >= retries.wait_timeout_minutes:
+        raise _fail(
+            "backlogAgeAlarmMinutes",
+            backlog_age_alarm,
+            f"a job fails after waiting waitTimeoutMinutes ({retries.wait_timeout_minutes}), so "
+            "an alarm at that age or later would never see it wait; choose fewer minutes than "
+            "waitTimeoutMinutes",
+        )
 
     return Settings(
         project=project,
@@ -641,6 +750,12 @@ def parse_settings(raw: Mapping[str, object], project: str, stack: str) -> Setti
         task_environment=MappingProxyType(job.environment),
         task_secrets=MappingProxyType(job.secrets),
         secret_kms_key_arns=job.kms_keys,
+        task_max_attempts=retries.max_attempts,
+        task_retry_exit_codes=retries.exit_codes,
+        task_retry_timeouts=retries.timeouts,
+        spot_fallback_to_on_demand=retries.spot_fallback,
+        wait_timeout_minutes=retries.wait_timeout_minutes,
+        job_record_days=retries.record_days,
     )
 
 
@@ -652,11 +767,3 @@ def load_settings() -> Settings:
     # Here as well as in the component, so that the message names the stack's config key.
     check_processor_in_default_image(settings, bundled(DEFAULT_JOB_IMAGE))
     return settings
-
-
-def load_args() -> S3FargateJobsArgs:
-    """This stack's configuration, validated (messages name its keys), as the component's
-    arguments."""
-    from .args import S3FargateJobsArgs  # noqa: PLC0415 - args builds on this module
-
-    return S3FargateJobsArgs.from_settings(load_settings())

@@ -1,8 +1,14 @@
-"""Failed jobs are told to a person: a failed-jobs queue fed by ECS stop events, and alarms."""
+"""Failures are told to a person: the failed-jobs queue, alarms, and the jobs' dashboard.
+
+The runner sends a job that failed for good to the failed-jobs queue itself, once, with every
+attempt (taskrunner/reports.py); a retried attempt never lands there. The component is built in
+two steps, because the runner needs that queue's URL and the alarms need the runner: first the
+queues and the alert topic, then `watch()` adds the alarms and the dashboard. Both steps' children
+are this component's, with the names they always had, so a deployed stack keeps them.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,25 +16,19 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from . import runner_metrics
 from .aws_context import AwsContext
 from .config import Settings
-from .job import CONTAINER_NAME, LOG_STREAM_PREFIX
+from .dashboard import DashboardSources, dashboard_body, dashboard_name, dashboard_url
 from .queues import holding_queue
 
-SUCCESSFUL_STOP = "EssentialContainerExited"
-LOG_STREAM_TASK_ID = "{task id}"
-# The runner reports how long the oldest upload it defers has waited, as an embedded-metric log
-# line (taskrunner/backlog.py writes the same names). It is emitted only when the runner runs
-# and defers, so SQS's own ApproximateAgeOfOldestMessage is watched beside it: that one is exact
-# precisely when nothing receives, but skips a message received three times or more (as a
-# waiting upload is, at every retry), where the runner's metric is exact.
-BACKLOG_METRIC_NAMESPACE = "S3FargateJobs"
-BACKLOG_WAIT_METRIC = "OldestWaitSeconds"
-BACKLOG_DIMENSION = "Backlog"
-# A waiting upload is seen at least once an hour (the runner's longest delay): the alarm looks
-# at the last hour, in 5-minute periods, and fires on the first one above the age.
-BACKLOG_ALARM_PERIOD_SECONDS = 300
-BACKLOG_ALARM_PERIODS = 12
+# CloudWatch evaluates the in-progress minute too, before the sweep's line for it has arrived
+# (EMF metrics come through CloudWatch Logs, seconds to a minute late), and a scheduled rule
+# fires anywhere within its minute, so one minute may go without a datapoint: the backlog-age
+# alarm wants three breaching minutes in a row. A real wait over the limit raises it two minutes
+# later than it crossed; a sweep that fell silent, three minutes after its last line.
+BACKLOG_ALARM_PERIOD_SECONDS = 60
+BACKLOG_ALARM_PERIODS = 3
 
 
 @dataclass(frozen=True)
@@ -39,99 +39,48 @@ class WaitMetric:
     namespace: str
     metric: str
     dimensions: Mapping[str, pulumi.Input[str]]
+    # What a period without a datapoint means. False: nothing waits there (SQS publishes the
+    # age only while the queue holds messages). True: whatever writes it stopped (the sweep
+    # writes its line every minute, also when nothing waits), so the jobs wait unwatched.
+    silence_breaches: bool = False
 
 
-def backlog_wait_metrics(backlog_queue_name: pulumi.Input[str]) -> list[WaitMetric]:
-    """Every source of the backlog's age. The alarm fires on the largest, so another source
-    (a job table, say) is one more entry here."""
+def backlog_wait_metrics(
+    backlog_queue_name: pulumi.Input[str], job_table_name: pulumi.Input[str]
+) -> list[WaitMetric]:
+    """Every source of the oldest wait; the alarm fires on the largest."""
     return [
-        # SQS's own: published while the queue holds messages, whether anything consumes them.
+        # Uploads the job table could not take, parked in the backlog queue: SQS's own metric.
         WaitMetric(
             "queue", "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": backlog_queue_name}
         ),
-        # The runner's: counts every wait, retries included, but only while the runner runs.
+        # Jobs waiting in the table for a slot: the sweep's metric, written every minute.
         WaitMetric(
-            "runner",
-            BACKLOG_METRIC_NAMESPACE,
-            BACKLOG_WAIT_METRIC,
-            {BACKLOG_DIMENSION: backlog_queue_name},
+            "jobs",
+            runner_metrics.NAMESPACE,
+            runner_metrics.OLDEST_WAIT,
+            {runner_metrics.JOBS_DIMENSION: job_table_name},
+            silence_breaches=True,
         ),
     ]
 
 
-def oldest_wait_expression(metrics: Sequence[WaitMetric]) -> str:
-    """The largest age any source reports; a source without data in a period counts as 0, so
-    a silent runner cannot hide what SQS sees (and the other way round)."""
-    return "MAX([" + ", ".join(f"FILL({m.query_id}, 0)" for m in metrics) + "])"
-
-
-def failed_task_pattern(cluster_arn: str, task_family_arn_prefix: str) -> str:
-    """ECS "Task State Change" to STOPPED for this cluster and family, unless it succeeded.
-
-    A task succeeded only when its essential container exited 0. Everything else is a failure a
-    person must hear about: a non-zero exit (including 137 for out-of-memory and the job's own
-    timeout), or a stop for another reason (image pull failure -> TaskFailedToStart, Spot
-    interruption -> SpotInterruption, StopTask -> UserInitiated, ...).
-    """
-    return json.dumps(
-        {
-            "source": ["aws.ecs"],
-            "detail-type": ["ECS Task State Change"],
-            "detail": {
-                "clusterArn": [cluster_arn],
-                "lastStatus": ["STOPPED"],
-                "taskDefinitionArn": [{"prefix": task_family_arn_prefix}],
-                "$or": [
-                    {"stopCode": [{"anything-but": SUCCESSFUL_STOP}]},
-                    {"containers": {"exitCode": [{"anything-but": 0}]}},
-                ],
-            },
-        }
-    )
-
-
-def failed_job_message(log_group_name: str) -> str:
-    """The message template: what failed, why, and where to look (EventBridge placeholders).
-
-    Each placeholder is a whole JSON value, never inside quotes: there EventBridge inserts the
-    value as JSON (a string quoted and escaped, a path the event lacks as ""), whereas inside
-    quotes it pastes the text unescaped, and a stop reason quoting a URL (as image pull errors
-    do) would make the message invalid JSON that no redrive can read.
-    """
-    return (
-        "{"
-        '"summary": "A Fargate job stopped without success",'
-        '"taskArn": <taskArn>,'
-        '"stopCode": <stopCode>,'
-        '"stoppedReason": <stoppedReason>,'
-        '"exitCode": <exitCode>,'
-        '"containerReason": <containerReason>,'
-        '"stoppedAt": <stoppedAt>,'
-        # The upload (S3_BUCKET, S3_KEY, S3_VERSION_ID) as the runner passed it.
-        '"environment": <environment>,'
-        f'"logGroup": {json.dumps(log_group_name)},'
-        # EventBridge cannot cut the id out of the ARN; "{task id}" marks where it goes (angle
-        # brackets would be read as a placeholder). `jobctl redrive --dry-run` fills it in.
-        f'"logStream": "{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{LOG_STREAM_TASK_ID}",'
-        '"replay": "python -m jobctl redrive --stack <stack>"'
-        "}"
-    )
-
-
-FAILED_JOB_PATHS = {
-    "taskArn": "$.detail.taskArn",
-    "stopCode": "$.detail.stopCode",
-    "stoppedReason": "$.detail.stoppedReason",
-    "exitCode": "$.detail.containers[0].exitCode",
-    "containerReason": "$.detail.containers[0].reason",
-    "stoppedAt": "$.detail.stoppedAt",
-    "environment": "$.detail.overrides.containerOverrides[0].environment",
-}
+def oldest_wait_expression(metrics: Sequence[WaitMetric], threshold_seconds: int) -> str:
+    """The largest age any source reports. A period without data counts as no wait where
+    silence means nothing waits, and as a wait over the threshold where it means nobody is
+    watching the jobs: uploads waiting with the sweep down raise the alarm as if overdue."""
+    filled = [
+        f"FILL({m.query_id}, {threshold_seconds + 1 if m.silence_breaches else 0})" for m in metrics
+    ]
+    return "MAX([" + ", ".join(filled) + "])"
 
 
 class FailureMonitoring(pulumi.ComponentResource):
     failed_jobs_queue: aws.sqs.Queue
+    # What EventBridge could not deliver to the runner (a task's stop, the sweep), kept 14 days.
+    undeliverable_queue: aws.sqs.Queue
     alert_topic: aws.sns.Topic
+    dashboard_url: pulumi.Output[str]
 
     def __init__(
         self,
@@ -139,77 +88,22 @@ class FailureMonitoring(pulumi.ComponentResource):
         settings: Settings,
         context: AwsContext,
         *,
-        cluster_arn: pulumi.Input[str],
-        runner_function_name: pulumi.Input[str],
-        runner_dead_letter_queue: aws.sqs.Queue,
-        backlog_queue: aws.sqs.Queue,
-        job_log_group_name: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("s3fargatejobs:index:FailureMonitoring", name, None, opts)
-        tags = dict(settings.tags)
+        self._name = name
+        self._settings = settings
+        self._context = context
+        self._tags = dict(settings.tags)
         child = pulumi.ResourceOptions(parent=self)
 
+        # Protected like the dead-letter queue: it may hold failures waiting for a redrive.
         self.failed_jobs_queue = holding_queue(
             f"{name}-failed-jobs",
-            tags,
+            self._tags,
             pulumi.ResourceOptions(parent=self, protect=settings.protect),
         )
-        # Events EventBridge could not deliver to the failed-jobs queue land here.
-        undeliverable = holding_queue(f"{name}-undeliverable", tags, child)
-        rule = aws.cloudwatch.EventRule(
-            f"{name}-failed-tasks",
-            description="Jobs that stopped without their essential container exiting 0",
-            event_pattern=pulumi.Output.all(cluster_arn, context.arn("ecs", "")).apply(
-                lambda args: failed_task_pattern(
-                    args[0], f"{args[1]}task-definition/{settings.task_family}:"
-                )
-            ),
-            tags=tags,
-            opts=child,
-        )
-        for queue, label in (
-            (self.failed_jobs_queue, "failed-jobs"),
-            (undeliverable, "undeliverable"),
-        ):
-            aws.sqs.QueuePolicy(
-                f"{name}-{label}-from-eventbridge",
-                queue_url=queue.url,
-                policy=pulumi.Output.json_dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "FromTheFailedTasksRuleOnly",
-                                "Effect": "Allow",
-                                "Principal": {"Service": "events.amazonaws.com"},
-                                "Action": "sqs:SendMessage",
-                                "Resource": queue.arn,
-                                "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}},
-                            }
-                        ],
-                    }
-                ),
-                opts=child,
-            )
-        aws.cloudwatch.EventTarget(
-            f"{name}-failed-tasks",
-            rule=rule.name,
-            arn=self.failed_jobs_queue.arn,
-            input_transformer=aws.cloudwatch.EventTargetInputTransformerArgs(
-                input_paths=FAILED_JOB_PATHS,
-                input_template=pulumi.Output.from_input(job_log_group_name).apply(
-                    lambda group: failed_job_message(group).replace("<stack>", settings.stack)
-                ),
-            ),
-            dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(
-                arn=undeliverable.arn
-            ),
-            retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                maximum_event_age_in_seconds=24 * 3600, maximum_retry_attempts=185
-            ),
-            opts=child,
-        )
+        self.undeliverable_queue = holding_queue(f"{name}-undeliverable", self._tags, child)
 
         key = aws.kms.Key(
             f"{name}-alerts",
@@ -217,11 +111,11 @@ class FailureMonitoring(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=7,
             policy=alert_key_policy(context),
-            tags=tags,
+            tags=self._tags,
             opts=child,
         )
         self.alert_topic = aws.sns.Topic(
-            f"{name}-alerts", kms_master_key_id=key.arn, tags=tags, opts=child
+            f"{name}-alerts", kms_master_key_id=key.arn, tags=self._tags, opts=child
         )
         if settings.alert_email:
             aws.sns.TopicSubscription(
@@ -232,10 +126,46 @@ class FailureMonitoring(pulumi.ComponentResource):
                 opts=child,
             )
 
+    def watch(
+        self,
+        *,
+        runner_function_name: pulumi.Input[str],
+        runner_dead_letter_queue: aws.sqs.Queue,
+        backlog_queue: aws.sqs.Queue,
+        job_table_name: pulumi.Input[str],
+        event_rule_arns: Sequence[pulumi.Input[str]],
+    ) -> None:
+        """The alarms and the dashboard, once the runner and its rules exist; and the
+        undeliverable queue's policy, which names those rules."""
+        name, settings, tags = self._name, self._settings, self._tags
+        child = pulumi.ResourceOptions(parent=self)
+
+        # An SQS dead-letter target of a rule is authorised by the queue's policy, not a role.
+        aws.sqs.QueuePolicy(
+            f"{name}-undeliverable-from-eventbridge",
+            queue_url=self.undeliverable_queue.url,
+            policy=pulumi.Output.json_dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "FromTheJobsRulesOnly",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": self.undeliverable_queue.arn,
+                            "Condition": {"ArnEquals": {"aws:SourceArn": list(event_rule_arns)}},
+                        }
+                    ],
+                }
+            ),
+            opts=child,
+        )
+
         queues = {
             "runner_dlq": runner_dead_letter_queue.name,
             "failed_jobs": self.failed_jobs_queue.name,
-            "undeliverable": undeliverable.name,
+            "undeliverable": self.undeliverable_queue.name,
         }
 
         def alarm_when_any(
@@ -265,8 +195,10 @@ class FailureMonitoring(pulumi.ComponentResource):
 
         alarm_when_any(
             "work-waiting",
-            "Uploads wait for a person: the runner's dead-letter queue or the failed-jobs queue "
-            "holds messages. Inspect and replay with `python -m jobctl redrive`.",
+            "Work waits for a person: the runner's dead-letter queue or the failed-jobs queue "
+            "holds messages (inspect and replay with `python -m jobctl redrive`), or EventBridge "
+            "could not deliver a task's stop or the sweep to the runner (the undeliverable "
+            "queue: check the runner's permissions and state).",
             "Messages waiting",
             {
                 query_id: (
@@ -296,15 +228,33 @@ class FailureMonitoring(pulumi.ComponentResource):
         backlog_age_alarm(
             f"{name}-backlog-age",
             settings.backlog_age_alarm_minutes,
-            backlog_wait_metrics(backlog_queue.name),
+            backlog_wait_metrics(backlog_queue.name, job_table_name),
             topic_arn=self.alert_topic.arn,
             tags=tags,
             opts=child,
         )
+
+        board = dashboard_name(settings.name_prefix)
+        aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=board,
+            dashboard_body=dashboard_body(
+                DashboardSources(
+                    region=self._context.region,
+                    job_table_name=job_table_name,
+                    backlog_queue_name=backlog_queue.name,
+                    runner_function_name=runner_function_name,
+                    backlog_age_alarm_seconds=settings.backlog_age_alarm_minutes * 60,
+                )
+            ),
+            opts=child,
+        )
+        self.dashboard_url = dashboard_url(self._context.region, board)
         self.register_outputs(
             {
                 "failedJobsQueueUrl": self.failed_jobs_queue.url,
                 "alertTopicArn": self.alert_topic.arn,
+                "dashboardUrl": self.dashboard_url,
             }
         )
 
@@ -319,14 +269,18 @@ def backlog_age_alarm(
     opts: pulumi.ResourceOptions,
 ) -> aws.cloudwatch.MetricAlarm:
     """An alarm when the oldest waiting upload, by the largest of `metrics`, has waited more
-    than `minutes`; and word again when the backlog is back under that age."""
+    than `minutes`, or when the jobs wait with nobody watching them; and word again when the
+    wait is back under that age."""
+    threshold = minutes * 60
     return aws.cloudwatch.MetricAlarm(
         name,
         alarm_description=(
-            f"An upload has waited more than {minutes} minutes in the backlog: a batch is bigger "
+            f"An upload has waited more than {minutes} minutes for a task: a batch is bigger "
             "than the account's Fargate quota or maxConcurrentTasks lets run at once, and it "
-            "drains by itself (`python -m jobctl status` shows how far it has come); or nothing "
-            "consumes the backlog: check the runner's errors and its event source mapping."
+            "drains by itself (`python -m jobctl status` shows how far it has come); or "
+            "nothing starts the waiting jobs: the runner's sweep wrote no metric for three "
+            "minutes (check the runner's errors, its schedule rule and the job table), or the "
+            "backlog queue is not consumed (its event source mapping)."
         ),
         metric_queries=[
             *(
@@ -342,16 +296,18 @@ def backlog_age_alarm(
             ),
             aws.cloudwatch.MetricAlarmMetricQueryArgs(
                 id="oldest",
-                expression=oldest_wait_expression(metrics),
+                expression=oldest_wait_expression(metrics, threshold),
                 label="Oldest upload's wait (s)",
                 return_data=True,
             ),
         ],
         evaluation_periods=BACKLOG_ALARM_PERIODS,
-        datapoints_to_alarm=1,
+        datapoints_to_alarm=BACKLOG_ALARM_PERIODS,
         comparison_operator="GreaterThanThreshold",
-        threshold=minutes * 60,
-        treat_missing_data="notBreaching",
+        threshold=threshold,
+        # The sweep writes every minute, so no data at all means it stopped: breaching, as the
+        # FILL in the expression makes each of its silent minutes.
+        treat_missing_data="breaching",
         alarm_actions=[topic_arn],
         ok_actions=[topic_arn],
         tags=tags,

@@ -1,8 +1,11 @@
-"""The runner: a Lambda that S3 invokes for each upload and that starts one Fargate task.
+"""The runner: a Lambda that keeps a job per upload in the job table and starts its tasks.
 
-An upload that cannot start now (capacity, the account's quota, the task cap) waits in the
-backlog queue, which the same Lambda consumes through an event source mapping. Every event ends
-as a started task or a message in the dead-letter queue: nothing is dropped silently.
+S3 invokes it for each upload; it records the job and starts a task when a slot is free. Jobs
+that cannot start now wait in the table, oldest first, and start when a task stops (ECS's events,
+infra/scheduling.py) or at the sweep, once a minute. An upload the table could not take waits in
+the backlog queue, which the same Lambda consumes through an event source mapping. Every upload
+ends as a finished job, a failed one reported to the failed-jobs queue, or a message in the
+dead-letter queue: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import pulumi_aws as aws
 from .args import ExistingNotifications
 from .aws_context import AwsContext
 from .config import Settings
+from .job_table import JobTableSchema, job_table, read_job_table_schema
 from .policies import (
-    Statement,
     allow,
     log_group_resources,
     policy_document,
@@ -45,9 +48,6 @@ BACKLOG_MAX_RECEIVES = 1000
 BACKLOG_BATCH_SIZE = 100
 BACKLOG_BATCHING_WINDOW_SECONDS = 10
 BACKLOG_MAXIMUM_CONCURRENCY = 2  # the smallest the mapping allows
-# The cap's table: its lock item and the ledger of started uploads, which expire by this field.
-STATE_TABLE_KEY = "pk"
-STATE_TABLE_TTL_ATTRIBUTE = "expiresAt"
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class JobTarget:
     role_arns: tuple[pulumi.Input[str], pulumi.Input[str]]  # execution role, task role
     subnet_ids: pulumi.Input[Sequence[str]]
     security_group_id: pulumi.Input[str]
+    log_group_name: pulumi.Input[str]  # the job's, for the log commands in the runner's reports
 
 
 def function_code(source_dir: Path) -> pulumi.AssetArchive:
@@ -82,47 +83,24 @@ def function_code(source_dir: Path) -> pulumi.AssetArchive:
     )
 
 
+@dataclass(frozen=True)
+class RunnerResources:
+    """What the runner reads and writes besides ECS: its log group, queues and job table."""
+
+    log_group_arn: pulumi.Input[str]
+    dead_letter_queue_arn: pulumi.Input[str]
+    backlog_queue_arn: pulumi.Input[str]
+    failed_jobs_queue_arn: pulumi.Input[str]
+    job_table_arn: pulumi.Input[str]
+    job_table_indexes: Sequence[str]
+
+
 def runner_policy(
-    settings: Settings,
-    context: AwsContext,
-    target: JobTarget,
-    *,
-    log_group_arn: pulumi.Input[str],
-    dead_letter_queue_arn: pulumi.Input[str],
-    backlog_queue_arn: pulumi.Input[str],
-    state_table_arn: pulumi.Input[str] | None,
+    settings: Settings, context: AwsContext, target: JobTarget, resources: RunnerResources
 ) -> pulumi.Output[str]:
-    cap: list[Statement] = []
-    if state_table_arn is not None:
-        cap = [
-            # A cluster-wide ListTasks names no container instance, so IAM authorises it
-            # against "*" (the reference lists only container-instance; the ECS guide's own
-            # example grants "*"): the ecs:cluster condition is what keeps it to this cluster.
-            # See WILDCARD_RESOURCE_EXCEPTIONS.
-            allow(
-                "CountTheJobsTasksForTheCap",
-                ["ecs:ListTasks"],
-                ["*"],
-                condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
-            ),
-            # Whether a task started a moment ago has stopped already.
-            allow(
-                "SeeWhetherRecentTasksStopped",
-                ["ecs:DescribeTasks"],
-                [context.arn("ecs", pulumi.Output.concat("task/", target.cluster_name, "/*"))],
-                condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
-            ),
-            allow(
-                "TakeTurnsAndRememberStartedUploads",
-                [
-                    "dynamodb:GetItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:BatchGetItem",
-                ],
-                [state_table_arn],
-            ),
-        ]
+    cluster_tasks = context.arn("ecs", pulumi.Output.concat("task/", target.cluster_name, "/*"))
+    on_this_cluster = {"ArnEquals": {"ecs:cluster": target.cluster_arn}}
+    table = pulumi.Output.from_input(resources.job_table_arn)
     return policy_document(
         [
             # Scoped to the family, any revision: since 2024 RunTask without a revision is
@@ -131,13 +109,13 @@ def runner_policy(
                 "RunTheJobOnThisClusterOnly",
                 ["ecs:RunTask"],
                 [context.arn("ecs", f"task-definition/{settings.task_family}:*")],
-                condition={"ArnEquals": {"ecs:cluster": target.cluster_arn}},
+                condition=on_this_cluster,
             ),
             # propagateTags makes RunTask tag the new task, which ECS authorises separately.
             allow(
                 "TagTasksItStarts",
                 ["ecs:TagResource"],
-                [context.arn("ecs", pulumi.Output.concat("task/", target.cluster_name, "/*"))],
+                [cluster_tasks],
                 condition={"StringEquals": {"ecs:CreateAction": "RunTask"}},
             ),
             allow(
@@ -146,35 +124,116 @@ def runner_policy(
                 list(target.role_arns),
                 condition={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
             ),
+            # The sweep asks after the tasks under way (a stop whose event was lost) and stops
+            # those past taskTimeoutMinutes. The "*" is the task id, which ECS picks at RunTask:
+            # only the cluster can be named. No ListTasks: the job table knows the job's tasks.
+            allow(
+                "SweepAsksAfterTheJobsTasks",
+                ["ecs:DescribeTasks"],
+                [cluster_tasks],
+                condition=on_this_cluster,
+            ),
+            allow(
+                "SweepStopsTasksPastTheirTimeLimit",
+                ["ecs:StopTask"],
+                [cluster_tasks],
+                condition=on_this_cluster,
+            ),
+            # A transaction (TransactWriteItems, the job and the slot count together) is
+            # authorised as the UpdateItem and PutItem of its items: there is no action of its
+            # own (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
+            allow(
+                "KeepTheJobRecords",
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                [table],
+            ),
+            # The waiting jobs, oldest first, and the tasks under way: the indexes the runner
+            # queries (job_store.RUNNER_QUERIES), each by name. jobctl's readers of a key's jobs
+            # and of recent ones run with a person's credentials.
+            allow(
+                "QueryTheWaitingAndTheJobsUnderWay",
+                ["dynamodb:Query"],
+                [
+                    pulumi.Output.concat(table, "/index/", index)
+                    for index in resources.job_table_indexes
+                ],
+            ),
             allow(
                 "WriteOwnLogs",
                 ["logs:CreateLogStream", "logs:PutLogEvents"],
-                log_group_resources(log_group_arn),
+                log_group_resources(resources.log_group_arn),
             ),
             allow(
-                "SendFailedEventsToDeadLetterQueue", ["sqs:SendMessage"], [dead_letter_queue_arn]
+                "SendFailedEventsToDeadLetterQueue",
+                ["sqs:SendMessage"],
+                [resources.dead_letter_queue_arn],
             ),
+            # A job that failed for good, once, with every attempt: the runner sends it itself,
+            # so that a retried attempt never lands there.
+            allow("ReportFailedJobs", ["sqs:SendMessage"], [resources.failed_jobs_queue_arn]),
             allow(
                 "ParkAndDeferUploadsInTheBacklog",
                 ["sqs:SendMessage", "sqs:ChangeMessageVisibility"],
-                [backlog_queue_arn],
+                [resources.backlog_queue_arn],
             ),
             # What the event source mapping does with the function's role.
             allow(
                 "ReadTheBacklog",
                 ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-                [backlog_queue_arn],
+                [resources.backlog_queue_arn],
             ),
-            *cap,
         ]
     )
+
+
+def runner_environment(
+    settings: Settings,
+    target: JobTarget,
+    *,
+    backlog_queue_url: pulumi.Input[str],
+    dead_letter_queue_url: pulumi.Input[str],
+    failed_jobs_queue_url: pulumi.Input[str],
+    job_table_name: pulumi.Input[str],
+) -> dict[str, pulumi.Input[str]]:
+    """The runner's settings, as taskrunner/runner_settings.py reads them."""
+    timeout_seconds = (settings.task_timeout_minutes or 0) * 60  # 0: no limit
+    environment: dict[str, pulumi.Input[str]] = {
+        "CLUSTER_ARN": target.cluster_arn,
+        "TASK_DEFINITION_ARN": target.task_definition_arn,
+        "CONTAINER_NAME": target.container_name,
+        "SUBNETS": pulumi.Output.from_input(target.subnet_ids).apply(",".join),
+        "SECURITY_GROUPS": target.security_group_id,
+        "ASSIGN_PUBLIC_IP": settings.assign_public_ip,
+        "CAPACITY_PROVIDER": settings.capacity_provider,
+        "RESULT_PREFIX": settings.result_prefix,
+        "BACKLOG_QUEUE_URL": backlog_queue_url,
+        "DEAD_LETTER_QUEUE_URL": dead_letter_queue_url,
+        "FAILED_JOBS_QUEUE_URL": failed_jobs_queue_url,
+        "STATE_TABLE": job_table_name,
+        "MAX_CONCURRENT_TASKS": str(settings.max_concurrent_tasks),
+        "TASK_TIMEOUT_SECONDS": str(timeout_seconds),
+        "TASK_MAX_ATTEMPTS": str(settings.task_max_attempts),
+        "TASK_RETRY_TIMEOUTS": "true" if settings.task_retry_timeouts else "false",
+        "SPOT_FALLBACK_TO_FARGATE": "true" if settings.spot_fallback_to_on_demand else "false",
+        "WAIT_TIMEOUT_SECONDS": str(settings.wait_timeout_minutes * 60),
+        "JOB_RECORD_DAYS": str(settings.job_record_days),
+        "JOB_LOG_GROUP": target.log_group_name,
+    }
+    # Unset means none; an empty value is avoided rather than trusted to every tool on the way.
+    if settings.task_retry_exit_codes:
+        environment["TASK_RETRY_EXIT_CODES"] = ",".join(map(str, settings.task_retry_exit_codes))
+    return environment
 
 
 class TaskRunner(pulumi.ComponentResource):
     function: aws.lambda_.Function
     dead_letter_queue: aws.sqs.Queue
     backlog_queue: aws.sqs.Queue
-    state_table: aws.dynamodb.Table | None
+    # The job records and the scheduler's slot count. Named for what it holds; it replaced the
+    # cap's "-state" table (a lock and a ledger, hash key only), which a new key schema could
+    # not have kept anyway: DynamoDB cannot change a table's keys in place.
+    job_table: aws.dynamodb.Table
+    job_table_schema: JobTableSchema
     log_group: aws.cloudwatch.LogGroup
     permission: aws.lambda_.Permission
     notification: aws.s3.BucketNotification
@@ -188,6 +247,7 @@ class TaskRunner(pulumi.ComponentResource):
         source_dir: Path,
         bucket: UploadSource,
         target: JobTarget,
+        failed_jobs_queue: aws.sqs.Queue,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("s3fargatejobs:index:TaskRunner", name, None, opts)
@@ -204,22 +264,12 @@ class TaskRunner(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
         )
-        self.state_table = (
-            aws.dynamodb.Table(
-                f"{name}-state",
-                billing_mode="PAY_PER_REQUEST",
-                hash_key=STATE_TABLE_KEY,
-                attributes=[aws.dynamodb.TableAttributeArgs(name=STATE_TABLE_KEY, type="S")],
-                ttl=aws.dynamodb.TableTtlArgs(
-                    attribute_name=STATE_TABLE_TTL_ATTRIBUTE, enabled=True
-                ),
-                # Encrypted at rest with an AWS owned key, as every table is; its items (a lock,
-                # clientTokens, task ARNs) are no secret and a week old at most.
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            if settings.max_concurrent_tasks
-            else None
+        self.job_table_schema = read_job_table_schema(source_dir)
+        self.job_table = job_table(
+            f"{name}-jobs",
+            self.job_table_schema,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect),
         )
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -230,23 +280,27 @@ class TaskRunner(pulumi.ComponentResource):
         )
         role, permissions = role_with_policy(
             f"{name}-role",
-            description="The runner Lambda: start the job's Fargate tasks, nothing else",
+            description="The runner Lambda: start, watch and stop the job's tasks, nothing else",
             trust_policy=service_trust_policy("lambda.amazonaws.com"),
             policy=runner_policy(
                 settings,
                 context,
                 target,
-                log_group_arn=self.log_group.arn,
-                dead_letter_queue_arn=self.dead_letter_queue.arn,
-                backlog_queue_arn=self.backlog_queue.arn,
-                state_table_arn=self.state_table.arn if self.state_table is not None else None,
+                RunnerResources(
+                    log_group_arn=self.log_group.arn,
+                    dead_letter_queue_arn=self.dead_letter_queue.arn,
+                    backlog_queue_arn=self.backlog_queue.arn,
+                    failed_jobs_queue_arn=failed_jobs_queue.arn,
+                    job_table_arn=self.job_table.arn,
+                    job_table_indexes=list(self.job_table_schema.runner_queries),
+                ),
             ),
             tags=tags,
             parent=self,
         )
         self.function = aws.lambda_.Function(
             name,
-            description="Starts one Fargate task per object created under the upload prefix",
+            description="One job per object created under the upload prefix, and its tasks",
             runtime=RUNTIME,
             architectures=[ARCHITECTURE],
             handler=HANDLER,
@@ -255,24 +309,14 @@ class TaskRunner(pulumi.ComponentResource):
             memory_size=MEMORY_MB,
             timeout=TIMEOUT_SECONDS,
             environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={
-                    "CLUSTER_ARN": target.cluster_arn,
-                    "TASK_DEFINITION_ARN": target.task_definition_arn,
-                    "CONTAINER_NAME": target.container_name,
-                    "SUBNETS": pulumi.Output.from_input(target.subnet_ids).apply(",".join),
-                    "SECURITY_GROUPS": target.security_group_id,
-                    "ASSIGN_PUBLIC_IP": settings.assign_public_ip,
-                    "CAPACITY_PROVIDER": settings.capacity_provider,
-                    "RESULT_PREFIX": settings.result_prefix,
-                    "BACKLOG_QUEUE_URL": self.backlog_queue.url,
-                    "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.url,
-                    "MAX_CONCURRENT_TASKS": str(settings.max_concurrent_tasks),
-                    **(
-                        {"STATE_TABLE": self.state_table.name}
-                        if self.state_table is not None
-                        else {}
-                    ),
-                }
+                variables=runner_environment(
+                    settings,
+                    target,
+                    backlog_queue_url=self.backlog_queue.url,
+                    dead_letter_queue_url=self.dead_letter_queue.url,
+                    failed_jobs_queue_url=failed_jobs_queue.url,
+                    job_table_name=self.job_table.name,
+                )
             ),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="JSON",
@@ -355,5 +399,6 @@ class TaskRunner(pulumi.ComponentResource):
                 "functionName": self.function.name,
                 "deadLetterQueueUrl": self.dead_letter_queue.url,
                 "backlogQueueUrl": self.backlog_queue.url,
+                "jobTableName": self.job_table.name,
             }
         )

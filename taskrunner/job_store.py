@@ -9,11 +9,11 @@ the scheduler's:
   never exceeded; and the account's task limit as ECS last stated it.
 - `#scheduler`/`stats`: running totals for `jobctl status` (best effort).
 
-Indexes, each sharded so that a burst's writes spread over partitions: `waiting` (jobs waiting,
-by the time they became ready: the scheduler takes the oldest), `sweep` (tasks under way and
-failures not yet reported: what the sweep looks at), `recent` (every job by the hour it was
-recorded, keys only: `jobctl jobs`). A job is in an index only while it has that index's key
-attributes, which the codec writes from its state.
+Indexes: `waiting` (jobs waiting, by the time they became ready: the scheduler takes the
+oldest) and `sweep` (tasks under way and failures not yet reported: what the sweep looks at),
+each sharded so that a burst's writes spread over partitions; `recent` (every job by the hour it
+was recorded, keys only, written once per job: `jobctl jobs`). A job is in an index only while
+it has that index's key attributes, which the codec writes from its state.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ INDEXES: Mapping[str, tuple[str, str]] = {
     SWEEP_INDEX: ("sweepShard", "sweepSince"),
     RECENT_INDEX: ("recordedHour", "recordedAt"),
 }
+# What the runner itself queries; jobctl reads the others (the table's keys, `recent`) with a
+# person's credentials, so the Lambda is granted these alone (infra/runner.py).
+RUNNER_QUERIES = (WAITING_INDEX, SWEEP_INDEX)
 INDEX_PROJECTIONS: Mapping[str, str] = {
     WAITING_INDEX: "ALL",
     SWEEP_INDEX: "ALL",
@@ -593,17 +596,21 @@ class JobStore:
             limit_seen_at=_optional_float(raw, "limitSeenAt"),
         )
 
-    def forget_account_limit(self, limit: int) -> None:
-        """ECS started a task beyond the limit it stated (`limit`): forget it, unless another
-        invocation noted a newer one meanwhile."""
+    def raise_account_limit(self, limit: int, raised: int, now: float) -> None:
+        """ECS started a task beyond the limit it stated (`limit`): take `raised` for it from
+        now, unless another invocation noted a newer limit meanwhile."""
         try:
             self.dynamodb.update_item(
                 TableName=self.table,
                 Key=SLOTS,
-                UpdateExpression="REMOVE #limit, #seen",
+                UpdateExpression="SET #limit = :raised, #seen = :now",
                 ConditionExpression="#limit = :limit",
                 ExpressionAttributeNames={"#limit": "accountLimit", "#seen": "limitSeenAt"},
-                ExpressionAttributeValues={":limit": _number(limit)},
+                ExpressionAttributeValues={
+                    ":limit": _number(limit),
+                    ":raised": _number(raised),
+                    ":now": _number(now),
+                },
             )
         except (ClientError, BotoCoreError) as error:
             logger.info(json.dumps({"slots": "account limit kept", "why": str(error)}))

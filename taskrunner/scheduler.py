@@ -39,6 +39,10 @@ MAX_STARTS_PER_FILL = 100
 CANDIDATE_MARGIN = 3
 # Passing refusals (throttling, a capacity shortage) in one fill before it stops asking.
 PASSING_REFUSALS = 2
+# Candidates another fill claimed first, and seconds of filling, before a fill leaves the rest to
+# the others: contending for one slots item, claims conflict and wait (job_store).
+LOST_TO_OTHERS = 3
+FILL_SECONDS = 10.0
 # Not starting a job with less time left than this turns a Lambda timeout mid-RunTask into a
 # job that waits (or, if RunTask was sent, one the sweep finishes).
 TIME_RESERVE_MS = 2 * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) * 1000
@@ -105,11 +109,18 @@ class Scheduler:
         self.remaining_ms = remaining_ms
         self.reporter = reports.Reporter(store, settings, services)
 
-    def fill(self, own: Iterable[Job] = (), *, most: int | None = None) -> FillReport:
+    def fill(
+        self,
+        own: Iterable[Job] = (),
+        *,
+        most: int | None = None,
+        listed: Iterable[Job] | None = None,
+    ) -> FillReport:
         """Start the oldest ready jobs into the free slots; `own`: jobs just recorded; `most`:
         start no more than this many (an upload starts as many jobs as it brought, its own or
         older ones in their place: a burst of uploads does not make every invocation contend
-        for every free slot at once)."""
+        for every free slot at once); `listed`: the oldest waiting jobs, if the caller has just
+        read them."""
         report = FillReport()
         now = self.services.clock()
         try:
@@ -122,33 +133,46 @@ class Scheduler:
         if free == 0:
             report.stopped_because = f"all {limit} slots are taken"
             return report
-        try:
-            listed = self.store.oldest_waiting(ready_by=now, wanted=free + CANDIDATE_MARGIN)
-        except StoreError as error:
-            listed = []
-            logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
-        passing = 0
+        if listed is None:
+            try:
+                listed = self.store.oldest_waiting(ready_by=now, wanted=free + CANDIDATE_MARGIN)
+            except StoreError as error:
+                listed = []
+                logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
+        passing = lost_to_others = 0
         for job in candidates(listed, own, ready_by=now):
-            if len(report.started) >= free:
-                report.stopped_because = "the free slots are filled"
-                break
-            if self.remaining_ms is not None and self.remaining_ms() < TIME_RESERVE_MS:
-                report.stopped_because = f"under {TIME_RESERVE_MS // 1000} s left"
+            why = self._why_stop(report, free, lost_to_others, now)
+            if why:
+                report.stopped_because = why
                 break
             outcome = self.start(job, limit)
             if outcome is None:
-                continue  # another fill took it
+                lost_to_others += 1  # another fill took it
+                continue
             passing += outcome.answer in ("not-now", "lost")
             stop = self._note(report, job, outcome, limit, passing)
             if stop:
                 report.stopped_because = stop
                 break
-            if probing and outcome.answer == "started":
-                # ECS took one beyond the limit it stated: it no longer holds. Fills go on
-                # until ECS states the new one.
-                self.store.forget_account_limit(limit - 1 if limit is not None else 0)
+            if probing and outcome.answer == "started" and limit is not None:
+                # ECS took one beyond the limit it stated. Our count of slots lags ECS's by
+                # the stops not yet reported, so this proves little: a tenth more is tried,
+                # and the next refusal states the limit again.
+                self.store.raise_account_limit(limit - 1, limit - 1 + max(1, limit // 10), now)
                 break
         return report
+
+    def _why_stop(self, report: FillReport, free: int, lost: int, began: float) -> str:
+        """Why the fill should stop before its next start ("" to go on)."""
+        if len(report.started) >= free:
+            return "the free slots are filled"
+        if self.remaining_ms is not None and self.remaining_ms() < TIME_RESERVE_MS:
+            return f"under {TIME_RESERVE_MS // 1000} s left"
+        # Others are filling too, or this fill has taken so long its view is stale: the next
+        # event or sweep looks again.
+        if lost >= LOST_TO_OTHERS or self.services.clock() - began > FILL_SECONDS:
+            return "other invocations are filling the slots"
+        return ""
 
     @staticmethod
     def _note(

@@ -118,10 +118,16 @@ class Sweep:
         for job in active:
             assert job.current is not None
             self.act(job, looks.get(job.current.task_arn or "", Look()), now)
-        self.fail_overdue(now)
-        report = self.scheduler.fill()
+        # One look at the oldest waiting serves the wait limit, the fill and the gauge.
+        try:
+            waiting = self.store.oldest_waiting(ready_by=now, wanted=WAIT_TIMEOUT_BATCH)
+        except StoreError as error:
+            logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
+            waiting = []
+        failed = self.fail_overdue(waiting, now)
+        report = self.scheduler.fill(listed=[job for job in waiting if job.job_id not in failed])
         self.done["started"] = len(report.started)
-        self.measure(now, len(active))
+        self.measure(now, len(active), waiting)
         return self.done
 
     def look(self, jobs: Iterable[Job]) -> dict[str, Look]:
@@ -208,15 +214,13 @@ class Sweep:
             self.store.apply(job, job_record.stop_requested(job, attempt.number, "timeout"))
         self._count("timed out")
 
-    def fail_overdue(self, now: float) -> None:
-        """Jobs that waited longer than the limit fail, saying so."""
+    def fail_overdue(self, waiting: Iterable[Job], now: float) -> set[str]:
+        """Jobs that waited longer than the limit fail, saying so; returns their ids."""
         limit = self.settings.wait_timeout_seconds
-        try:
-            overdue = self.store.oldest_waiting(ready_by=now - limit, wanted=WAIT_TIMEOUT_BATCH)
-        except StoreError as error:
-            logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
-            return
-        for job in overdue:
+        failed: set[str] = set()
+        for job in waiting:
+            if job.ready_at is None or job.ready_at > now - limit:
+                continue
             ready = job.ready_at if job.ready_at is not None else now
             reason = (
                 f"waited {(now - ready) / 3600:.1f} h for a task slot, longer than "
@@ -229,17 +233,18 @@ class Sweep:
             self.store.count(failed=1)
             self.reporter.failure(written)
             self._count("waited too long")
+            failed.add(job.job_id)
+        return failed
 
-    def measure(self, now: float, active: int) -> None:
+    def measure(self, now: float, active: int, waiting_jobs: Iterable[Job]) -> None:
         """The minute's gauges: jobs waiting and under way, and the oldest wait."""
         try:
-            oldest = self.store.oldest_waiting(ready_by=now, wanted=1)
             stats = self.store.stats()
         except StoreError as error:
             logger.warning(json.dumps({"sweep": "gauges unreadable", "error": str(error)}))
             return
         waited = max(
-            (now - job.ready_at for job in oldest if job.ready_at is not None), default=0.0
+            (now - job.ready_at for job in waiting_jobs if job.ready_at is not None), default=0.0
         )
         waiting = max(0, stats.in_progress - active)
         # The oldest wait always: the backlog alarm takes its absence for a sweep that stopped.

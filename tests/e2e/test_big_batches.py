@@ -57,10 +57,11 @@ def table(rows: list[Figures]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in rows:
+        limit = f"{f.limit}→{f.raised_to}" if f.raised_to else str(f.limit)
         lines.append(
             f"| {f.label} | {f.uploads:,} ({f.deliveries:,}) | {f.tasks:,} | "
             f"{f.with_one_success:,} | {f.dead_letters} | {f.lost + f.expired} | "
-            f"{f.peak_in_flight} / {f.limit} | {f.finished_hours:.2f} h | {f.best_hours:.2f} h | "
+            f"{f.peak_in_flight} / {limit} | {f.finished_hours:.2f} h | {f.best_hours:.2f} h | "
             f"{f.ratio:.3f} | {f.run_task_per_upload:.2f} | {f.invocations_per_upload:.2f} | "
             f"{f.order_inversions} |"
         )

@@ -272,7 +272,7 @@ class EcsModel:
         self.faults = {identity: list(planned) for identity, planned in (faults or {}).items()}
         self.listing_lag = listing_lag
         self.events = events
-        self.rng = rng or random.Random(0)  # noqa: S311 - a simulation
+        self.rng = rng or random.Random(0)
         self.tasks: list[SimTask] = []
         self.by_arn: dict[str, SimTask] = {}
         self.in_flight: dict[str, SimTask] = {}
@@ -371,13 +371,13 @@ class EcsModel:
             return  # until StopTask
         if behaviour.kind == "spot" and task.provider == "FARGATE_SPOT":
             at = task.duration * behaviour.at
-            self.sim.call_later(
-                at, lambda: self._stop(task, "SpotInterruption", SPOT_REASON, 143)
-            )
+            self.sim.call_later(at, lambda: self._stop(task, "SpotInterruption", SPOT_REASON, 143))
             return
         self.sim.call_later(
             task.duration,
-            lambda: self._stop(task, "EssentialContainerExited", EXITED_REASON, behaviour.exit_code),
+            lambda: self._stop(
+                task, "EssentialContainerExited", EXITED_REASON, behaviour.exit_code
+            ),
         )
 
     def _stop(self, task: SimTask, code: str, reason: str, exit_code: int | None) -> None:
@@ -917,7 +917,9 @@ class SimDynamoClient:
 
         def run() -> Any:
             try:
-                self.model.lock(request["TransactItems"], self.model.clock() + self.latency.dynamodb)
+                self.model.lock(
+                    request["TransactItems"], self.model.clock() + self.latency.dynamodb
+                )
             except DynamoError as error:
                 raise ModelError(error.code, error.message, 400, **error.extra) from None
             if self.latency.dynamodb:

@@ -23,7 +23,6 @@ model and a real implementation are held to one behaviour.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -98,15 +97,17 @@ def _compare(left: Value | None, op: str, right: Value | None) -> bool:
         a, b = left["S"], right["S"]
     else:
         same = dict(left) == dict(right)
-        return {"=": same, "<>": not same}.get(op, False)
-    return {
-        "=": a == b,
-        "<>": a != b,
-        "<": a < b,
-        "<=": a <= b,
-        ">": a > b,
-        ">=": a >= b,
-    }[op]
+        return bool({"=": same, "<>": not same}.get(op, False))
+    return bool(
+        {
+            "=": a == b,
+            "<>": a != b,
+            "<": a < b,
+            "<=": a <= b,
+            ">": a > b,
+            ">=": a >= b,
+        }[op]
+    )
 
 
 class _Parser:
@@ -170,7 +171,9 @@ class _Parser:
         while self.peek() == "OR":
             self.take()
             right = self.conjunction()
-            left = functools.partial(lambda a, b, item, context: a(item, context) or b(item, context), left, right)  # noqa: E501
+            left = functools.partial(
+                lambda a, b, item, context: a(item, context) or b(item, context), left, right
+            )
         return left
 
     def conjunction(self) -> Check:
@@ -178,7 +181,9 @@ class _Parser:
         while self.peek() == "AND":
             self.take()
             right = self.negation()
-            left = functools.partial(lambda a, b, item, context: a(item, context) and b(item, context), left, right)  # noqa: E501
+            left = functools.partial(
+                lambda a, b, item, context: a(item, context) and b(item, context), left, right
+            )
         return left
 
     def negation(self) -> Check:
@@ -221,9 +226,10 @@ class _Parser:
             low = self.operand()
             self.take("AND")
             high = self.operand()
-            return lambda item, context: _compare(
-                left(item, context), ">=", low(item, context)
-            ) and _compare(left(item, context), "<=", high(item, context))
+            return lambda item, context: (
+                _compare(left(item, context), ">=", low(item, context))
+                and _compare(left(item, context), "<=", high(item, context))
+            )
         if op == "IN":
             self.take("(")
             options = [self.operand()]
@@ -298,12 +304,14 @@ class _Parser:
             # Every value is computed from the item as it was: DynamoDB evaluates first.
             before = dict(item)
             for action in actions:
-                action(before, item, context)
+                action(before, item, context)  # type: ignore[call-arg, arg-type]
 
         return apply
 
 
-def _set(name: Callable[[_Context], str], value: Getter, before: Item, item: Item, context: _Context) -> None:  # noqa: E501
+def _set(
+    name: Callable[[_Context], str], value: Getter, before: Item, item: Item, context: _Context
+) -> None:
     computed = value(before, context)
     if computed is None:
         raise DynamoError("ValidationException", "SET to an attribute that does not exist")
@@ -314,7 +322,9 @@ def _remove(name: Callable[[_Context], str], before: Item, item: Item, context: 
     item.pop(name(context), None)
 
 
-def _add(name: Callable[[_Context], str], value: Getter, before: Item, item: Item, context: _Context) -> None:  # noqa: E501
+def _add(
+    name: Callable[[_Context], str], value: Getter, before: Item, item: Item, context: _Context
+) -> None:
     attribute = name(context)
     delta = value(before, context)
     current = before.get(attribute)
@@ -398,7 +408,7 @@ class DynamoModel:
         self.index_lag = index_lag
         self.tables: dict[str, Table] = {}
         self.calls: Counter[str] = Counter()
-        self.units: Counter[str] = Counter()  # "read" / "write" capacity units
+        self.units: dict[str, float] = defaultdict(float)  # "read" / "write" capacity units
         self.locks: dict[tuple[str, tuple[str, str]], float] = {}  # item -> locked until
         self.faults: Callable[[str], DynamoError | None] | None = None
 
@@ -421,7 +431,15 @@ class DynamoModel:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def _write(self, table: Table, key: tuple[str, str], before: Item | None, after: Item | None, *, transactional: bool = False) -> None:  # noqa: E501
+    def _write(
+        self,
+        table: Table,
+        key: tuple[str, str],
+        before: Item | None,
+        after: Item | None,
+        *,
+        transactional: bool = False,
+    ) -> None:
         old_size = table.sizes.get(key, 0) if before is not None else 0
         if after is None:
             table.items.pop(key, None)
@@ -434,13 +452,17 @@ class DynamoModel:
         self.units["write"] += math.ceil(size / 1024) * (2 if transactional else 1)
         for index in table.indexes.values():
             if table.index_entry(index, before) != table.index_entry(index, after):
-                self.units["write"] += 1 if index.projection == "KEYS_ONLY" else math.ceil(size / 1024)
+                self.units["write"] += (
+                    1 if index.projection == "KEYS_ONLY" else math.ceil(size / 1024)
+                )
         if self.index_lag:
             table.pending.append((self.clock() + self.index_lag, table.name, key, before, after))
         else:
             self._index(table, key, before, after)
 
-    def _index(self, table: Table, key: tuple[str, str], before: Item | None, after: Item | None) -> None:  # noqa: E501
+    def _index(
+        self, table: Table, key: tuple[str, str], before: Item | None, after: Item | None
+    ) -> None:
         for index in table.indexes.values():
             old = table.index_entry(index, before)
             new = table.index_entry(index, after)
@@ -479,7 +501,9 @@ class DynamoModel:
         key = table.key_of(request["Key"])
         item = table.items.get(key)
         consistent = request.get("ConsistentRead", False)
-        self.units["read"] += max(1, math.ceil(table.sizes.get(key, 0) / 4096)) / (1 if consistent else 2)
+        self.units["read"] += max(1, math.ceil(table.sizes.get(key, 0) / 4096)) / (
+            1 if consistent else 2
+        )
         return {} if item is None else {"Item": dict(item)}
 
     def _check(self, request: Mapping[str, Any], current: Item | None) -> None:
@@ -493,13 +517,13 @@ class DynamoModel:
         if not parse_condition(condition)(current or {}, context):
             raise DynamoError("ConditionalCheckFailedException", "The conditional request failed")
 
-    def _updated(self, table: Table, request: Mapping[str, Any]) -> tuple[tuple[str, str], Item | None, Item]:  # noqa: E501
+    def _updated(
+        self, table: Table, request: Mapping[str, Any]
+    ) -> tuple[tuple[str, str], Item | None, Item]:
         key = table.key_of(request["Key"])
         current = table.items.get(key)
         self._check(request, current)
-        item = dict(current) if current is not None else {
-            name: value for name, value in request["Key"].items()
-        }
+        item = dict(current) if current is not None else dict(request["Key"])
         context = _Context(
             request.get("ExpressionAttributeNames", {}),
             request.get("ExpressionAttributeValues", {}),
@@ -550,17 +574,17 @@ class DynamoModel:
         reasons: list[dict[str, str]] = []
         for entry in request["TransactItems"]:
             ((kind, inner),) = entry.items()
+            if kind not in ("Update", "Put"):
+                raise DynamoError("ValidationException", f"{kind} is not modelled")
             table = self.table(inner["TableName"])
             try:
                 if kind == "Update":
                     key, current, item = self._updated(table, inner)
-                elif kind == "Put":
+                else:
                     item = dict(inner["Item"])
                     key = table.key_of(item)
                     current = table.items.get(key)
                     self._check(inner, current)
-                else:
-                    raise DynamoError("ValidationException", f"{kind} is not modelled")
             except DynamoError as error:
                 if error.code != "ConditionalCheckFailedException":
                     raise
@@ -615,7 +639,9 @@ class DynamoModel:
             keys = {table.hash_key, *([table.range_key] if table.range_key else [])}
             if index is not None:
                 keys |= {index.hash_key, *([index.range_key] if index.range_key else [])}
-            answer["LastEvaluatedKey"] = {name: found[-1][name] for name in keys if name in found[-1]}
+            answer["LastEvaluatedKey"] = {
+                name: found[-1][name] for name in keys if name in found[-1]
+            }
         return answer
 
     def _in_order(
@@ -631,7 +657,8 @@ class DynamoModel:
             keys = sorted(
                 key
                 for key in table.items
-                if key[0] == hash_value and _within(key[1], low, high, low_inclusive, high_inclusive)
+                if key[0] == hash_value
+                and _within(key[1], low, high, low_inclusive, high_inclusive)
             )
             for key in keys if forward else reversed(keys):
                 yield key, table.items[key]
@@ -657,7 +684,9 @@ class DynamoModel:
             table = self.table(name)
             keys = [table.key_of(key) for key in spec["Keys"]]
             responses[name] = [dict(table.items[key]) for key in keys if key in table.items]
-            self.units["read"] += sum(math.ceil(table.sizes[k] / 4096) for k in keys if k in table.sizes) / 2
+            self.units["read"] += (
+                sum(math.ceil(table.sizes[k] / 4096) for k in keys if k in table.sizes) / 2
+            )
         return {"Responses": responses, "UnprocessedKeys": {}}
 
     def count(self, table: str, index: str, hash_value: str | None = None) -> int:
@@ -689,7 +718,11 @@ _RANGE = re.compile(
 
 
 def _key_condition(
-    text: str, names: Mapping[str, str], values: Mapping[str, Value], hash_name: str, range_name: str
+    text: str,
+    names: Mapping[str, str],
+    values: Mapping[str, Value],
+    hash_name: str,
+    range_name: str,
 ) -> tuple[str, tuple[Any, Any, bool, bool]]:
     """The partition key's value, and the sort key's bounds: (low, high, each inclusive?)."""
     parts = re.split(r"\s+AND\s+", text.strip(), maxsplit=1, flags=re.IGNORECASE)

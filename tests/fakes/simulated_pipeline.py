@@ -13,7 +13,9 @@ clients are the model's.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
+import logging
 import random
 import sys
 from collections import Counter
@@ -203,7 +205,7 @@ def tally(outcome: Outcome) -> Tally:
     overlapping = []
     for upload in planned:
         spans = sorted((t.created_at, t.stops_at) for t in tasks.get(upload, ()))
-        if any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)):
+        if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)):
             overlapping.append(upload)
     return Tally(
         tasks=len(outcome.ecs.tasks),
@@ -317,7 +319,7 @@ def plan_uploads(scenario: Scenario, rng: random.Random) -> list[Upload]:
 
 def runner_environment(scenario: Scenario, queues: dict[str, Queue]) -> dict[str, str]:
     """What infra/runner.py puts in the Lambda's environment (network ids made up)."""
-    env = {
+    return {
         "CLUSTER_ARN": CLUSTER_ARN,
         "TASK_DEFINITION_ARN": TASK_DEFINITION_ARN,
         "CONTAINER_NAME": "job",
@@ -336,7 +338,6 @@ def runner_environment(scenario: Scenario, queues: dict[str, Queue]) -> dict[str
         "SPOT_FALLBACK_TO_FARGATE": str(scenario.spot_fallback).lower(),
         "JOB_LOG_GROUP": "/jobs/job",
     }
-    return env
 
 
 def job_table() -> Table:
@@ -358,7 +359,6 @@ def build(scenario: Scenario, latency: Latency | None = None) -> Outcome:
     sim = Simulation()
     timing = random.Random(scenario.seed + 1)
     durations: dict[Identity, float] = {}
-    start_times: dict[Identity, float] = {}
 
     def duration(identity: Identity) -> float:
         if identity not in durations:
@@ -466,10 +466,20 @@ def runner_function(settings: list[RunnerSettings], services: Services) -> Calla
 
 
 def run_scenario(scenario: Scenario, latency: Latency | None = None) -> Outcome:
-    """Run until every upload settled (or the horizon): nothing waiting, nothing running."""
+    """Run until every upload settled (or the horizon): nothing waiting, nothing running.
+
+    The runner's log lines (thousands of failures and retries a run plans) are not kept: the
+    figures and the model say what happened.
+    """
     outcome = build(scenario, latency)
     last_delivery = max(when for upload in outcome.uploads for when in upload.deliveries)
-    settle(outcome, after=last_delivery)
+    runner_log = logging.getLogger("taskrunner")
+    level = runner_log.level
+    runner_log.setLevel(logging.CRITICAL)
+    try:
+        settle(outcome, after=last_delivery)
+    finally:
+        runner_log.setLevel(level)
     return outcome
 
 
@@ -563,7 +573,9 @@ def cap_use(outcome: Outcome) -> tuple[int, int, float | None]:
     scenario = outcome.scenario
     if not scenario.raise_cap_to:
         return outcome.ecs.peak_in_flight, 0, None
-    before = max((n for t, n in outcome.ecs.in_flight_changes if t < scenario.raise_cap_at), default=0)
+    before = max(
+        (n for t, n in outcome.ecs.in_flight_changes if t < scenario.raise_cap_at), default=0
+    )
     after = [(t, n) for t, n in outcome.ecs.in_flight_changes if t >= scenario.raise_cap_at]
     peak_after = max((n for _, n in after), default=0)
     reached = next((t for t, n in after if n >= scenario.raise_cap_to), None)
@@ -586,6 +598,7 @@ class Figures:
     failed_jobs: int
     expired: int
     limit: int
+    raised_to: int  # the limit after a raise of the cap, if there was one
     peak_in_flight: int
     peak_before_raise: int
     peak_after_raise: int
@@ -654,6 +667,9 @@ def figures(outcome: Outcome, label: str) -> Figures:
         failed_jobs=len(outcome.failed_jobs.messages),
         expired=counted.expired,
         limit=limit,
+        raised_to=min(scenario.account_limit, scenario.raise_cap_to or scenario.account_limit)
+        if scenario.raise_cap_to
+        else 0,
         peak_in_flight=outcome.ecs.peak_in_flight,
         peak_before_raise=before,
         peak_after_raise=after,

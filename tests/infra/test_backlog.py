@@ -1,31 +1,29 @@
-"""The backlog: a queue the runner parks uploads in and consumes, the cap, and its alarm."""
+"""The backlog: a queue for the uploads the job table could not take, which the runner parks
+and consumes; and the alarm on how long anything has waited, there or in the job table."""
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
-from infra.monitoring import BACKLOG_DIMENSION, BACKLOG_METRIC_NAMESPACE, BACKLOG_WAIT_METRIC
+import pytest
+
 from infra.runner import BACKLOG_MAX_RECEIVES, TIMEOUT_SECONDS
-from jobctl.evaluate import DeclaredResource, Evaluation
-from jobctl.runner import TASKRUNNER_DIR
-from tests.infra.conftest import as_json
+from jobctl.evaluate import DeclaredResource, Evaluation, evaluate
+from tests.infra.conftest import TASKRUNNER_DIR, as_json
 
 if str(TASKRUNNER_DIR) not in sys.path:
     sys.path.insert(0, str(TASKRUNNER_DIR))
 
 import backlog as runner_backlog
-from runner_settings import (
-    BACKLOG_VISIBILITY_TIMEOUT_SECONDS,
-    MAX_RETRY_BOUNDS,
-    MAX_RETRY_SECONDS,
-    load_settings,
-)
+import reports
+from runner_settings import BACKLOG_VISIBILITY_TIMEOUT_SECONDS, MAX_RETRY_BOUNDS
 
 QUEUE = "aws:sqs/queue:Queue"
 FUNCTION = "aws:lambda/function:Function"
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
-TABLE = "aws:dynamodb/table:Table"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
@@ -98,40 +96,7 @@ def test_the_runner_environment_names_the_backlog_the_dead_letter_queue_and_the_
     assert env["DEAD_LETTER_QUEUE_URL"] == dead_letter_queue(stack).outputs["url"]
     assert env["MAX_CONCURRENT_TASKS"] == str(cap(stack))
     assert stack.outputs["backlogQueueUrl"] == backlog(stack).outputs["url"]
-
-
-def test_the_runner_accepts_the_environment_the_program_declares(stack: Evaluation) -> None:
-    env = dict(stack.one(FUNCTION).inputs["environment"]["variables"])
-    # The awsx VPC's subnet ids are the mock's; everything else is as declared.
-    env["SUBNETS"] = "subnet-0a1b2c3d"
-    settings = load_settings(env)
-    assert settings.max_concurrent_tasks == cap(stack)
-
-
-def test_with_a_cap_the_runner_gets_a_table_to_take_turns_in_and_may_count_tasks(
-    prod: Evaluation,
-) -> None:
-    assert cap(prod) > 0
-    table = prod.one(TABLE)
-    assert table.inputs["billingMode"] == "PAY_PER_REQUEST"
-    assert table.inputs["hashKey"] == "pk"
-    assert table.inputs["ttl"] == {"attributeName": "expiresAt", "enabled": True}
-    env = prod.one(FUNCTION).inputs["environment"]["variables"]
-    assert env["STATE_TABLE"] == table.outputs["name"]
-    statements = runner_statements(prod)
-    assert statements["TakeTurnsAndRememberStartedUploads"]["Resource"] == [table.outputs["arn"]]
-    count = statements["CountTheJobsTasksForTheCap"]
-    assert count["Action"] == ["ecs:ListTasks"]
-    cluster = prod.one("aws:ecs/cluster:Cluster").outputs
-    assert count["Condition"] == {"ArnEquals": {"ecs:cluster": cluster["arn"]}}
-    assert count["Resource"] == ["*"]  # as AWS authorises a cluster-wide ListTasks (test_iam)
-
-
-def test_without_a_cap_there_is_no_table_and_no_permission_to_count(dev: Evaluation) -> None:
-    assert cap(dev) == 0
-    assert dev.of_type(TABLE) == []
-    assert "STATE_TABLE" not in dev.one(FUNCTION).inputs["environment"]["variables"]
-    assert "CountTheJobsTasksForTheCap" not in runner_statements(dev)
+    assert stack.outputs["maxConcurrentTasks"] == cap(stack)
 
 
 def test_the_runner_may_park_defer_and_read_only_the_backlog(stack: Evaluation) -> None:
@@ -143,6 +108,13 @@ def test_the_runner_may_park_defer_and_read_only_the_backlog(stack: Evaluation) 
     ]
     assert statements["ParkAndDeferUploadsInTheBacklog"]["Resource"] == [arn]
     assert statements["ReadTheBacklog"]["Resource"] == [arn]
+
+
+# --- the alarm: the oldest wait, in the backlog queue or in the job table ----------------------
+
+
+def alarm(stack: Evaluation) -> DeclaredResource:
+    return stack.named(ALARM, "-backlog-age")
 
 
 def alarm_queries(alarm: DeclaredResource) -> dict[str, dict[str, Any]]:
@@ -158,54 +130,105 @@ def watched(alarm: DeclaredResource) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def test_the_alarm_watches_the_metric_the_runner_writes(stack: Evaluation) -> None:
-    alarm = stack.named(ALARM, "-backlog-age")
-    runners = (runner_backlog.METRIC_NAMESPACE, runner_backlog.WAIT_METRIC)
-    assert runners == (BACKLOG_METRIC_NAMESPACE, BACKLOG_WAIT_METRIC)
-    query = watched(alarm)[runners]
-    assert list(query["metric"]["dimensions"]) == [runner_backlog.METRIC_DIMENSION]
-    assert query["metric"]["dimensions"] == {BACKLOG_DIMENSION: backlog(stack).outputs["name"]}
+def test_the_alarm_watches_the_oldest_wait_the_sweep_writes_for_this_job_table(
+    stack: Evaluation,
+) -> None:
+    query = watched(alarm(stack))[(reports.METRIC_NAMESPACE, "OldestWaitSeconds")]
+    table = stack.one("aws:dynamodb/table:Table").outputs["name"]
+    assert query["metric"]["dimensions"] == {reports.METRIC_DIMENSION: table}
+    assert query["metric"]["stat"] == "Maximum"
+    # The metric issue 19's runner wrote under the Backlog dimension is no longer written.
+    assert {dims for q in watched(alarm(stack)).values() for dims in q["metric"]["dimensions"]} == {
+        reports.METRIC_DIMENSION,
+        "QueueName",
+    }
 
 
-def test_the_alarm_sees_uploads_wait_while_nothing_consumes_the_backlog(stack: Evaluation) -> None:
-    # The runner's metric exists only while the runner runs and defers; with the mapping
-    # disabled or the runner failing before it settles, uploads would wait silently. SQS
-    # publishes the age of the oldest message whether or not anything receives it.
-    alarm = stack.named(ALARM, "-backlog-age")
-    query = watched(alarm)[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
+def test_the_alarm_sees_uploads_wait_in_the_backlog_queue_while_nothing_consumes_it(
+    stack: Evaluation,
+) -> None:
+    # Uploads the job table could not take wait in the backlog queue; SQS publishes the age of
+    # the oldest whether or not anything receives it.
+    query = watched(alarm(stack))[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
     assert query["metric"]["dimensions"] == {"QueueName": backlog(stack).outputs["name"]}
     assert query["metric"]["stat"] == "Maximum"
     assert query["returnData"] is False
 
 
-def test_the_alarm_fires_on_the_largest_age_any_metric_reports_missing_data_counting_as_none(
-    stack: Evaluation,
-) -> None:
-    alarm = stack.named(ALARM, "-backlog-age")
-    queries = alarm_queries(alarm)
-    (result,) = [q for q in queries.values() if q.get("returnData")]
-    metric_ids = sorted(q for q in queries if "metric" in queries[q])
-    # MAX over every source, each filled with 0 where it has no data in a period: a silent
-    # runner does not hide what SQS reports, nor SQS's skipping of often-received messages
-    # what the runner reports.
-    assert result["expression"] == "MAX([" + ", ".join(f"FILL({q}, 0)" for q in metric_ids) + "])"
-    for query in queries.values():
-        if "metric" in query:
-            assert query["metric"]["stat"] == "Maximum"
+Series = Mapping[int, float]  # minute -> the metric's datapoint in that minute, if it has one
 
 
-def test_the_alarm_fires_when_an_upload_waited_longer_than_the_configured_age(
-    stack: Evaluation,
-) -> None:
-    alarm = stack.named(ALARM, "-backlog-age")
+def alarm_fires(alarm: DeclaredResource, series: Mapping[str, Series], minute: int) -> bool:
+    """Whether CloudWatch puts the alarm in ALARM at `minute`, from the datapoints each metric
+    query has: the alarm's own expression (MAX of FILLs, as CloudWatch's metric math computes
+    it: FILL gives a period without data the value named), then its M-out-of-N rule."""
+    inputs = alarm.inputs
+    (result,) = [q for q in inputs["metricQueries"] if q.get("returnData")]
+    matched = re.fullmatch(r"MAX\(\[(.*)\]\)", result["expression"])
+    assert matched, result["expression"]
+    fills = re.findall(r"FILL\((\w+), (\d+(?:\.\d+)?)\)", matched[1])
+    known = ", ".join(f"FILL({query}, {fill})" for query, fill in fills)
+    assert known == matched[1], "an operand this model does not know"
+    periods = int(inputs["evaluationPeriods"])  # numbers come through the mocks as floats
+    assert {q["metric"]["period"] for q in watched(alarm).values()} == {60}
+
+    def value(at: int) -> float:
+        return max(series.get(query, {}).get(at, float(fill)) for query, fill in fills)
+
+    assert inputs["comparisonOperator"] == "GreaterThanThreshold"
+    threshold = float(inputs["threshold"])
+    breaching = [value(at) > threshold for at in range(minute - periods + 1, minute + 1)]
+    return sum(breaching) >= int(inputs["datapointsToAlarm"])
+
+
+def every_minute(
+    values: Mapping[int, float] | None = None, *, until: int = 120
+) -> dict[int, float]:
+    return {at: (values or {}).get(at, 0.0) for at in range(until)}
+
+
+def test_the_alarm_fires_within_minutes_when_the_sweep_falls_silent(stack: Evaluation) -> None:
+    # The sweep writes its line every minute, also when nothing waits: without it nobody
+    # starts the waiting jobs, however young they are.
+    sweep = dict.fromkeys(range(60), 30.0)  # jobs waited 30 s; then the sweep stops
     minutes = int(stack.config["s3-fargate-jobs:backlogAgeAlarmMinutes"])
-    assert alarm.inputs["threshold"] == minutes * 60
-    assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
-    assert alarm.inputs["treatMissingData"] == "notBreaching"
-    assert alarm.inputs["datapointsToAlarm"] == 1
-    # Every waiting upload is seen by the runner within an hour: the alarm looks back that far.
-    periods = {q["metric"]["period"] for q in watched(alarm).values()}
-    (period,) = periods
-    assert period * alarm.inputs["evaluationPeriods"] >= MAX_RETRY_SECONDS
-    topic = stack.one("aws:sns/topic:Topic").outputs["arn"]
-    assert alarm.inputs["alarmActions"] == [topic]
+    assert not alarm_fires(alarm(stack), {"jobs": sweep}, 59)
+    fired = [at for at in range(60, 120) if alarm_fires(alarm(stack), {"jobs": sweep}, at)]
+    assert fired, "never fired"
+    assert fired[0] - 59 <= min(3, minutes)
+    # And when nothing at all has data, CloudWatch counts the silence as breaching too.
+    assert alarm(stack).inputs["treatMissingData"] == "breaching"
+
+
+def test_one_late_or_missing_sweep_line_raises_no_alarm(stack: Evaluation) -> None:
+    # A scheduled rule fires anywhere within its minute, and the line reaches CloudWatch a
+    # little later: the minute being evaluated, or one before it, may have none yet.
+    sweep = {at: 0.0 for at in range(100) if at not in (40, 99)}
+    assert not any(alarm_fires(alarm(stack), {"jobs": sweep}, at) for at in range(3, 100))
+
+
+def test_the_alarm_fires_when_a_job_has_waited_longer_than_the_configured_age(
+    stack: Evaluation,
+) -> None:
+    minutes = int(stack.config["s3-fargate-jobs:backlogAgeAlarmMinutes"])
+    assert alarm(stack).inputs["threshold"] == minutes * 60
+    waiting = every_minute({at: at * 60.0 for at in range(minutes + 10)}, until=minutes + 10)
+    fired = [at for at in range(minutes + 10) if alarm_fires(alarm(stack), {"jobs": waiting}, at)]
+    assert fired, "never fired"
+    assert minutes < fired[0] <= minutes + 3  # three minutes above the age in a row
+    assert alarm(stack).inputs["alarmActions"] == [stack.one("aws:sns/topic:Topic").outputs["arn"]]
+    assert alarm(stack).inputs["okActions"] == alarm(stack).inputs["alarmActions"]
+
+
+def test_an_upload_parked_in_the_backlog_queue_too_long_raises_it_with_the_sweep_running(
+    stack: Evaluation,
+) -> None:
+    minutes = int(stack.config["s3-fargate-jobs:backlogAgeAlarmMinutes"])
+    parked = dict.fromkeys(range(10), (minutes + 1) * 60.0)
+    assert alarm_fires(alarm(stack), {"jobs": every_minute(until=10), "queue": parked}, 9)
+
+
+@pytest.mark.parametrize("minutes", [1, 60, 1440])
+def test_with_the_sweep_running_and_nothing_waiting_the_alarm_stays_quiet(minutes: int) -> None:
+    stack = evaluate("dev", {"backlogAgeAlarmMinutes": minutes})
+    assert not any(alarm_fires(alarm(stack), {"jobs": every_minute()}, at) for at in range(3, 120))

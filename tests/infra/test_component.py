@@ -3,6 +3,7 @@ with an existing bucket and VPC."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_the_job_reads_and_writes_only_its_prefixes_of_the_existing_bucket(
         "ReadUploads": ["arn:aws:s3:::team-media/incoming/*"],
         "WriteResults": ["arn:aws:s3:::team-media/processed/*"],
     }
-    permission = users.one("aws:lambda/permission:Permission").inputs
+    permission = users.named("aws:lambda/permission:Permission", "-s3-invoke").inputs
     assert permission["sourceArn"] == "arn:aws:s3:::team-media"
 
 
@@ -176,3 +177,19 @@ def test_an_existing_bucket_in_another_region_is_refused_naming_both() -> None:
     with pytest.raises(ProgramError) as raised:
         user_program(bucket="eu-west-1-media")
     assert "is in eu-west-1, the stack in us-east-1" in str(raised.value)
+
+
+def test_the_config_module_never_imports_the_components_arguments() -> None:
+    # Issue 21: args builds on config; config importing args back (even lazily, even for type
+    # checking) is a circle that breaks as soon as either moves.
+    for module in ("config", "sources"):
+        tree = ast.parse((PROJECT_DIR / "infra" / f"{module}.py").read_text())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+        }
+        assert "args" not in imported, module
+    from infra.args import load_args
+
+    assert load_args.__module__ == "infra.args"

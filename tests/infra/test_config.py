@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -10,11 +11,29 @@ import yaml
 from infra.config import (
     CONFIG_KEYS,
     FARGATE_MEMORY_BY_CPU,
+    JOB_RECORD_DAYS,
+    TASK_MAX_ATTEMPTS,
+    TASK_TIMEOUT_MINUTES,
+    WAIT_TIMEOUT_MINUTES,
     ConfigError,
     Settings,
     parse_settings,
 )
 from jobctl.evaluate import PROJECT_DIR, ProgramError, committed_stacks, evaluate, stack_config
+from tests.infra.conftest import TASKRUNNER_DIR
+
+if str(TASKRUNNER_DIR) not in sys.path:
+    sys.path.insert(0, str(TASKRUNNER_DIR))
+
+from runner_settings import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RECORD_DAYS,
+    DEFAULT_WAIT_TIMEOUT_SECONDS,
+    MAX_ATTEMPTS_BOUNDS,
+    RECORD_DAYS_BOUNDS,
+    TASK_TIMEOUT_BOUNDS,
+    WAIT_TIMEOUT_BOUNDS,
+)
 
 
 def raw_config(**overrides: Any) -> dict[str, object]:
@@ -197,7 +216,7 @@ def test_pulumi_yaml_declares_every_key_the_program_reads_with_type_description_
         assert spec["description"].strip(), key
         assert "default" in spec, key
         if spec["type"] == "array":
-            assert spec["items"]["type"] == "string", key
+            assert spec["items"]["type"] in {"string", "integer"}, key
 
 
 @pytest.mark.parametrize("stack", committed_stacks())
@@ -237,3 +256,77 @@ def test_a_backlog_alarm_age_beyond_the_backlogs_14_days_is_rejected(minutes: st
     message = error_for(backlogAgeAlarmMinutes=minutes)
     assert "backlogAgeAlarmMinutes" in message
     assert "must be between 1 and 20160" in message
+
+
+# --- retries, waiting and records: the runner's settings, from the stack ---------------------
+
+
+def test_by_default_a_job_gets_three_attempts_retries_no_exit_code_and_waits_up_to_14_days() -> (
+    None
+):
+    defaults = {
+        key: spec["default"]
+        for key, spec in yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"].items()
+    }
+    settings = parse_settings(defaults, project="s3-fargate-jobs", stack="test")
+    assert settings.task_max_attempts == 3
+    assert settings.task_retry_exit_codes == ()
+    assert settings.task_retry_timeouts is False
+    assert settings.spot_fallback_to_on_demand is False
+    assert settings.wait_timeout_minutes == 14 * 24 * 60
+    assert settings.job_record_days == 30
+
+
+def test_the_retry_and_record_bounds_are_the_runners_own() -> None:
+    # The runner refuses a value outside its bounds when its container starts: every upload
+    # would then fail. The config must refuse the same values at `pulumi up`.
+    assert (MAX_ATTEMPTS_BOUNDS, RECORD_DAYS_BOUNDS) == (TASK_MAX_ATTEMPTS, JOB_RECORD_DAYS)
+    assert tuple(minutes * 60 for minutes in WAIT_TIMEOUT_MINUTES) == WAIT_TIMEOUT_BOUNDS
+    assert TASK_TIMEOUT_MINUTES[1] * 60 == TASK_TIMEOUT_BOUNDS[1]
+    assert (DEFAULT_MAX_ATTEMPTS, DEFAULT_RECORD_DAYS) == (3, 30)
+    assert WAIT_TIMEOUT_MINUTES[1] * 60 == DEFAULT_WAIT_TIMEOUT_SECONDS
+
+
+def test_exit_codes_to_retry_are_taken_as_numbers_or_strings_each_once_in_order() -> None:
+    assert parse(taskRetryExitCodes="[75, 3]").task_retry_exit_codes == (3, 75)
+    assert parse(taskRetryExitCodes=["75", 75, 137]).task_retry_exit_codes == (75, 137)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("taskMaxAttempts", "0", "must be between 1 and 10"),
+        ("taskMaxAttempts", "11", "must be between 1 and 10"),
+        ("taskRetryExitCodes", [0], "exit code 0 is not a failure"),
+        ("taskRetryExitCodes", [256], "list codes from 1 to 255"),
+        ("taskRetryExitCodes", ["often"], "expected a list of whole numbers"),
+        ("taskRetryExitCodes", [True], "expected a list of whole numbers"),
+        ("taskRetryExitCodes", [8], "set taskRetryTimeouts to true instead"),
+        ("taskRetryTimeouts", "sometimes", "expected true or false"),
+        ("spotFallbackToOnDemand", "yes", "expected true or false"),
+        ("waitTimeoutMinutes", "9", "must be between 10 and 20160"),
+        ("waitTimeoutMinutes", "20161", "must be between 10 and 20160"),
+        ("jobRecordDays", "0", "must be between 1 and 3650"),
+        ("jobRecordDays", "3651", "must be between 1 and 3650"),
+    ],
+)
+def test_a_retry_or_record_setting_the_runner_would_refuse_is_named_with_what_is_allowed(
+    key: str, value: Any, says: str
+) -> None:
+    message = error_for(**{key: value})
+    assert f"s3-fargate-jobs:{key} = " in message
+    assert says in message
+
+
+def test_an_alarm_age_the_wait_limit_never_lets_a_job_reach_is_refused_naming_both() -> None:
+    message = error_for(waitTimeoutMinutes="60", backlogAgeAlarmMinutes="60")
+    assert "s3-fargate-jobs:backlogAgeAlarmMinutes = 60" in message
+    assert "waitTimeoutMinutes (60)" in message
+    assert parse(waitTimeoutMinutes="61", backlogAgeAlarmMinutes="60").wait_timeout_minutes == 61
+
+
+def test_spot_fallback_is_accepted_whatever_the_capacity_provider() -> None:
+    # Pulumi.yaml says it only matters with FARGATE_SPOT; a stack that switches providers back
+    # and forth need not unset it.
+    assert parse(spotFallbackToOnDemand="true").spot_fallback_to_on_demand is True
+    assert parse(capacityProvider="FARGATE_SPOT", spotFallbackToOnDemand="true").capacity_provider

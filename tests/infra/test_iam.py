@@ -105,22 +105,76 @@ def list_tasks_grant(stack: Evaluation, resource: str) -> dict[str, Any]:
     }
 
 
-def test_the_cap_lists_tasks_on_star_narrowed_to_this_cluster_as_aws_authorises_it(
-    prod: Evaluation,
-) -> None:
-    # A cluster-wide ListTasks is authorised against "*": scoped to container instances it is
-    # denied (ECS guide, "Amazon ECS identity-based policy examples"; cdklabs/construct-hub#1207),
-    # and with a cap every upload would end in the dead-letter queue.
-    assert int(prod.config["s3-fargate-jobs:maxConcurrentTasks"]) > 0
-    policy = {s["Sid"]: s for s in statements(policy_named(prod, "-runner-role"))}
-    cluster = prod.one("aws:ecs/cluster:Cluster").outputs["arn"]
-    assert policy["CountTheJobsTasksForTheCap"] == {
-        "Sid": "CountTheJobsTasksForTheCap",
-        "Effect": "Allow",
-        "Action": ["ecs:ListTasks"],
-        "Resource": ["*"],
-        "Condition": {"ArnEquals": {"ecs:cluster": cluster}},
+def test_the_runner_cannot_list_tasks_it_reads_them_from_its_job_table(stack: Evaluation) -> None:
+    # The cap once counted tasks with a cluster-wide ListTasks, which AWS authorises only on "*".
+    # The job table now knows which tasks are the job's: no policy may list, so no "*" stays.
+    for name, policy in identity_policies(stack):
+        for statement in statements(policy):
+            assert "ecs:ListTasks" not in listed(statement["Action"]), name
+    runner = statements(policy_named(stack, "-runner-role"))
+    assert [s["Sid"] for s in runner if "*" in listed(s["Resource"])] == []
+
+
+def runner_statements(stack: Evaluation) -> dict[str, dict[str, Any]]:
+    return {s["Sid"]: s for s in statements(policy_named(stack, "-runner-role"))}
+
+
+def test_the_sweep_may_describe_and_stop_only_this_clusters_tasks(stack: Evaluation) -> None:
+    cluster = stack.one("aws:ecs/cluster:Cluster").outputs
+    tasks = f"arn:aws:ecs:us-east-1:123456789012:task/{cluster['name']}/*"
+    granted = {
+        action: (listed(s["Resource"]), s.get("Condition"))
+        for s in statements(policy_named(stack, "-runner-role"))
+        for action in listed(s["Action"])
+        if action in ("ecs:DescribeTasks", "ecs:StopTask")
     }
+    on_this_cluster = {"ArnEquals": {"ecs:cluster": cluster["arn"]}}
+    assert granted == {
+        "ecs:DescribeTasks": ([tasks], on_this_cluster),
+        "ecs:StopTask": ([tasks], on_this_cluster),
+    }
+
+
+def test_the_runner_may_use_its_job_table_and_query_only_the_indexes_it_reads(
+    stack: Evaluation,
+) -> None:
+    table = stack.one("aws:dynamodb/table:Table")
+    indexes = [index["name"] for index in table.inputs["globalSecondaryIndexes"]]
+    arn = table.outputs["arn"]
+    dynamodb = {
+        action: listed(s["Resource"])
+        for s in statements(policy_named(stack, "-runner-role"))
+        for action in listed(s["Action"])
+        if action.startswith("dynamodb:")
+    }
+    # TransactWriteItems has no action of its own: its items are authorised as UpdateItem and
+    # PutItem ("Using IAM with DynamoDB transactions"). Nothing deletes, scans or describes;
+    # the readers of a key's jobs and of recent ones (jobctl) run with a person's credentials.
+    assert dynamodb == {
+        "dynamodb:GetItem": [arn],
+        "dynamodb:PutItem": [arn],
+        "dynamodb:UpdateItem": [arn],
+        "dynamodb:Query": [f"{arn}/index/waiting", f"{arn}/index/sweep"],
+    }
+    assert sorted(indexes) == ["recent", "sweep", "waiting"]
+
+
+def test_the_runner_sends_failed_jobs_dead_letters_and_parked_uploads_only_to_their_queues(
+    stack: Evaluation,
+) -> None:
+    queue = {
+        suffix: stack.named("aws:sqs/queue:Queue", suffix).outputs["arn"]
+        for suffix in ("-runner-dlq", "-failed-jobs", "-runner-backlog")
+    }
+    sends = sorted(
+        resource
+        for s in statements(policy_named(stack, "-runner-role"))
+        if "sqs:SendMessage" in listed(s["Action"])
+        for resource in listed(s["Resource"])
+    )
+    assert sends == sorted(queue.values())
+    statements_by_sid = runner_statements(stack)
+    assert listed(statements_by_sid["ReportFailedJobs"]["Resource"]) == [queue["-failed-jobs"]]
 
 
 def test_parliament_refuses_list_tasks_scoped_to_container_instances(prod: Evaluation) -> None:

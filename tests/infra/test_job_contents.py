@@ -261,6 +261,9 @@ def processor_error(task_dir: Path, processor: str) -> str:
         ("taskEnvironment", ["NO_EQUALS_SIGN"], 'each is written "NAME=value"'),
         ("taskEnvironment", ["1ST=x"], 'each is written "NAME=value"'),
         ("taskEnvironment", ["S3_KEY=x"], "set by the job contract or by AWS"),
+        # The runner names each task's job and attempt; ECS's stop event hands them back.
+        ("taskEnvironment", ["JOB_ID=x"], "set by the job contract or by AWS"),
+        ("taskSecrets", ["JOB_ATTEMPT=ssm:/x"], "set by the job contract or by AWS"),
         ("taskEnvironment", ["AWS_PROFILE=x"], "set by the job contract or by AWS"),
         ("taskEnvironment", ["A=1", "A=2"], "A is given twice"),
         ("taskSecrets", ["TOKEN=vault:/x"], "ssm:<parameter name>, secretsmanager:"),

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import pytest
-from moto.events.models import EventPattern
 
-from infra.monitoring import FAILED_JOB_PATHS, failed_task_pattern
 from jobctl.evaluate import Evaluation, evaluate
-from jobctl.redrive import plan
 from tests.infra.conftest import as_json
 from tests.infra.test_config import error_for
 
@@ -19,212 +14,59 @@ QUEUE = "aws:sqs/queue:Queue"
 RULE = "aws:cloudwatch/eventRule:EventRule"
 TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-
-FAMILY_PREFIX = "arn:aws:ecs:us-east-1:123456789012:task-definition/jobs-dev-job:"
-
-
-def stop_event(stop_code: str, exit_code: int | None, family: str = "jobs-dev-job") -> Any:
-    container: dict[str, Any] = {} if exit_code is None else {"exitCode": exit_code}
-    return {
-        "source": "aws.ecs",
-        "detail-type": "ECS Task State Change",
-        "detail": {
-            "clusterArn": "arn:cluster",
-            "lastStatus": "STOPPED",
-            "taskDefinitionArn": f"arn:aws:ecs:us-east-1:123456789012:task-definition/{family}:7",
-            "stopCode": stop_code,
-            "containers": [container],
-        },
-    }
+QUEUE_POLICY = "aws:sqs/queuePolicy:QueuePolicy"
 
 
-@pytest.mark.parametrize(
-    ("stop_code", "exit_code", "reported"),
-    [
-        ("TaskFailedToStart", None, True),  # e.g. the image could not be pulled
-        ("SpotInterruption", None, True),
-        ("UserInitiated", 143, True),  # StopTask
-        ("EssentialContainerExited", 0, False),  # success is not news
-    ],
-)
-def test_the_rule_reports_stops_for_any_reason_but_success(
-    stop_code: str, exit_code: int | None, reported: bool
-) -> None:
-    pattern = EventPattern.load(failed_task_pattern("arn:cluster", FAMILY_PREFIX))
-    assert pattern.matches_event(stop_event(stop_code, exit_code)) is reported
-
-
-def test_the_rule_ignores_other_families_and_clusters() -> None:
-    pattern = EventPattern.load(failed_task_pattern("arn:cluster", FAMILY_PREFIX))
-    assert not pattern.matches_event(stop_event("TaskFailedToStart", None, family="other-job"))
-    elsewhere = stop_event("TaskFailedToStart", None)
-    elsewhere["detail"]["clusterArn"] = "arn:another-cluster"
-    assert not pattern.matches_event(elsewhere)
-
-
-def test_the_rule_reports_a_non_zero_exit_of_the_essential_container() -> None:
-    # moto's matcher does not descend into arrays of objects (EventBridge does), so the
-    # exit-code branch is checked by its shape.
-    detail = json.loads(failed_task_pattern("arn:cluster", FAMILY_PREFIX))["detail"]
-    assert {"containers": {"exitCode": [{"anything-but": 0}]}} in detail["$or"]
-
-
-def test_failed_tasks_of_this_cluster_go_to_the_encrypted_failed_jobs_queue(
+def test_failed_jobs_reach_the_encrypted_failed_jobs_queue_from_the_runner_alone(
     stack: Evaluation,
 ) -> None:
-    rule = stack.one(RULE)
-    pattern = as_json(rule.inputs["eventPattern"])
-    assert pattern["detail"]["clusterArn"] == [stack.outputs["clusterArn"]]
-    family = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs["family"]
-    assert pattern["detail"]["taskDefinitionArn"][0]["prefix"].endswith(f"/{family}:")
-
-    target = stack.one(TARGET).inputs
+    # The runner sends a job that failed for good, once, with its attempts; a rule sending
+    # every failed task there would report each retried attempt as a failure.
     failed = stack.named(QUEUE, "-failed-jobs")
-    undeliverable = stack.named(QUEUE, "-undeliverable")
-    assert target["rule"] == rule.outputs["name"]
-    assert target["arn"] == failed.outputs["arn"]
-    assert target["deadLetterConfig"]["arn"] == undeliverable.outputs["arn"]
+    assert failed.inputs["sqsManagedSseEnabled"] is True
+    assert failed.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
     assert stack.outputs["failedJobsQueueUrl"] == failed.outputs["url"]
-    for queue in (failed, undeliverable):
-        assert queue.inputs["sqsManagedSseEnabled"] is True
+    env = stack.one("aws:lambda/function:Function").inputs["environment"]["variables"]
+    assert env["FAILED_JOBS_QUEUE_URL"] == failed.outputs["url"]
+    assert [t.name for t in stack.of_type(TARGET) if t.inputs["arn"] == failed.outputs["arn"]] == []
+    assert [
+        p.name for p in stack.of_type(QUEUE_POLICY) if p.inputs["queueUrl"] == failed.outputs["url"]
+    ] == []
 
 
-def test_the_failed_job_message_names_the_upload_reason_exit_code_task_and_log_stream(
+def test_only_the_jobs_rules_may_put_undelivered_events_in_the_undeliverable_queue(
     stack: Evaluation,
 ) -> None:
-    transformer = stack.one(TARGET).inputs["inputTransformer"]
-    assert transformer["inputPaths"] == FAILED_JOB_PATHS
-    template = transformer["inputTemplate"]
-    for placeholder in ("<taskArn>", "<stoppedReason>", "<exitCode>", "<environment>"):
-        assert placeholder in template
-    # Every <...> in the template is an input path EventBridge can fill, or it rejects the target.
-    assert set(re.findall(r"<([^<>]*)>", template)) == set(FAILED_JOB_PATHS)
-    message = json.loads(eventbridge_transform(template, FAILED_JOB_PATHS, ecs_stop_event()))
-    assert message["logGroup"] == stack.outputs["logGroupName"]
-    assert message["logStream"].startswith("job/job/")
-    assert f"--stack {stack.stack}" in message["replay"]
-
-
-def _resolve(event: Any, path: str) -> Any:
-    """A JSON path of the form EventBridge's input paths use here: $.a.b[0].c."""
-    value = event
-    for name, index in re.findall(r"\.([\w-]+)(?:\[(\d+)\])?", path):
-        if not isinstance(value, dict) or name not in value:
-            return None
-        value = value[name]
-        if index:
-            if not isinstance(value, list) or int(index) >= len(value):
-                return None
-            value = value[int(index)]
-    return value
-
-
-def eventbridge_transform(template: str, paths: dict[str, str], event: Any) -> str:
-    """The input transformer as the EventBridge user guide documents it for a placeholder that
-    is a whole JSON value: the value's JSON, a string quoted and escaped; a path the event lacks
-    gives "" (AWS-validated in localstack's input transformer tests). Inside a string EventBridge
-    pastes values unescaped; the template has no such placeholder (see the test below)."""
-
-    def value(match: re.Match[str]) -> str:
-        found = _resolve(event, paths[match[1]])
-        return json.dumps("" if found is None else found)
-
-    return re.sub(r"<([^<>]*)>", value, template)
-
-
-# Real ECS stop reasons quote URLs, e.g. when a task in a subnet without a route cannot pull.
-PULL_FAILURE = (
-    "ResourceInitializationError: unable to pull secrets or registry auth: execution resource "
-    "retrieval failed: unable to retrieve ecr registry auth: service call has been retried 3 "
-    'time(s): RequestError: send request failed caused by: Post "https://api.ecr.us-east-1.'
-    'amazonaws.com/": dial tcp 10.0.0.1:443: i/o timeout \\ (backslash)'
-)
-
-
-def ecs_stop_event(
-    stopped_reason: str = "Essential container in task exited",
-    container: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """An "ECS Task State Change" event of a task the runner started, as EventBridge sees it."""
-    return {
-        "detail-type": "ECS Task State Change",
-        "source": "aws.ecs",
-        "detail": {
-            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/0123abcd",
-            "lastStatus": "STOPPED",
-            "stopCode": "EssentialContainerExited",
-            "stoppedReason": stopped_reason,
-            "stoppedAt": "2026-11-28T12:00:00.000Z",
-            "containers": [container if container is not None else {"exitCode": 6}],
-            "overrides": {
-                "containerOverrides": [
-                    {
-                        "name": "job",
-                        "environment": [
-                            {"name": "S3_BUCKET", "value": "uploads-bucket"},
-                            {"name": "S3_KEY", "value": 'uploads/a "quoted" name.csv'},
-                        ],
-                    }
-                ]
-            },
-        },
-    }
-
-
-def test_no_placeholder_sits_inside_a_json_string_where_eventbridge_would_not_escape_it(
-    dev: Evaluation,
-) -> None:
-    template = dev.one(TARGET).inputs["inputTransformer"]["inputTemplate"]
-    # A placeholder standing as a whole value parses when replaced by a JSON object; one
-    # inside a string would break the string.
-    marked = re.sub(r"<([^<>]*)>", lambda m: json.dumps({"placeholder": m[1]}), template)
-    values = json.loads(marked).values()
-    assert {v["placeholder"] for v in values if isinstance(v, dict)} == set(FAILED_JOB_PATHS)
-
-
-@pytest.mark.parametrize(
-    ("event", "exit_code", "reason"),
-    [
-        (ecs_stop_event(PULL_FAILURE, {}), "none", PULL_FAILURE),
-        (ecs_stop_event(container={"exitCode": 6, "reason": 'x "y"'}), "6", "Essential"),
-    ],
-    ids=["image-pull-failure-without-exit-code", "exit-code-6"],
-)
-def test_a_failed_job_message_is_json_the_redrive_reads_whatever_the_stop_reason_holds(
-    dev: Evaluation, event: dict[str, Any], exit_code: str, reason: str
-) -> None:
-    transformer = dev.one(TARGET).inputs["inputTransformer"]
-    body = eventbridge_transform(transformer["inputTemplate"], transformer["inputPaths"], event)
-    replay = plan("failed-jobs", {"MessageId": "m", "ReceiptHandle": "r", "Body": body})
-    assert replay.keys == ('uploads/a "quoted" name.csv',)
-    assert f"(exit code {exit_code})" in replay.reason
-    assert reason in replay.reason
-    assert replay.log_stream == "job/job/0123abcd"
-
-
-def test_only_the_rule_may_send_to_the_failed_jobs_queues(stack: Evaluation) -> None:
-    rule_arn = stack.one(RULE).outputs["arn"]
-    policies = stack.of_type("aws:sqs/queuePolicy:QueuePolicy")
-    assert len(policies) == 2
-    for policy in policies:
-        (statement,) = as_json(policy.inputs["policy"])["Statement"]
-        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-        assert statement["Action"] == "sqs:SendMessage"
-        assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rule_arn}}
+    undeliverable = stack.named(QUEUE, "-undeliverable")
+    assert undeliverable.inputs["sqsManagedSseEnabled"] is True
+    (policy,) = stack.of_type(QUEUE_POLICY)
+    assert policy.inputs["queueUrl"] == undeliverable.outputs["url"]
+    (statement,) = as_json(policy.inputs["policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == undeliverable.outputs["arn"]
+    rules = sorted(rule.outputs["arn"] for rule in stack.of_type(RULE))
+    assert len(rules) == 2
+    assert sorted(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == rules
+    # And every rule's target keeps what it could not deliver there.
+    for target in stack.of_type(TARGET):
+        assert target.inputs["deadLetterConfig"]["arn"] == undeliverable.outputs["arn"]
 
 
 def alarm_metrics(alarm: Any) -> dict[str, dict[str, Any]]:
     return {q["id"]: q for q in alarm.inputs["metricQueries"]}
 
 
-def test_an_alarm_fires_when_the_dead_letter_or_failed_jobs_queue_holds_messages(
+def test_an_alarm_fires_when_the_dead_letter_failed_jobs_or_undeliverable_queue_holds_messages(
     stack: Evaluation,
 ) -> None:
     alarm = stack.named(ALARM, "-work-waiting")
     metrics = alarm_metrics(alarm)
     watched = {q["metric"]["dimensions"]["QueueName"] for q in metrics.values() if "metric" in q}
-    assert stack.named(QUEUE, "-runner-dlq").outputs["name"] in watched
-    assert stack.named(QUEUE, "-failed-jobs").outputs["name"] in watched
+    assert watched == {
+        stack.named(QUEUE, suffix).outputs["name"]
+        for suffix in ("-runner-dlq", "-failed-jobs", "-undeliverable")
+    }
     assert alarm.inputs["threshold"] == 0
     assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
     assert alarm.inputs["alarmActions"] == [stack.outputs["alertTopicArn"]]

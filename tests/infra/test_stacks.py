@@ -17,6 +17,7 @@ NOTIFICATION = "aws:s3/bucketNotification:BucketNotification"
 PERMISSION = "aws:lambda/permission:Permission"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 VPC = "awsx:ec2:Vpc"
+TABLE = "aws:dynamodb/table:Table"
 
 CONTRACT_VARIABLES = {
     "CLUSTER_ARN",
@@ -29,7 +30,16 @@ CONTRACT_VARIABLES = {
     "RESULT_PREFIX",
     "BACKLOG_QUEUE_URL",
     "DEAD_LETTER_QUEUE_URL",
+    "FAILED_JOBS_QUEUE_URL",
+    "STATE_TABLE",
     "MAX_CONCURRENT_TASKS",
+    "TASK_TIMEOUT_SECONDS",
+    "TASK_MAX_ATTEMPTS",
+    "TASK_RETRY_TIMEOUTS",
+    "SPOT_FALLBACK_TO_FARGATE",
+    "WAIT_TIMEOUT_SECONDS",
+    "JOB_RECORD_DAYS",
+    "JOB_LOG_GROUP",
 }
 
 
@@ -64,9 +74,12 @@ def test_every_stack_exports_the_documented_outputs(stack: Evaluation) -> None:
         "repositoryUrl",
         "failedJobsQueueUrl",
         "alertTopicArn",
+        "jobTableName",
+        "dashboardUrl",
     }
     assert stack.outputs["bucketName"] == stack.one(BUCKET).outputs["bucket"]
     assert stack.outputs["uploadPrefix"] == config(stack, "uploadPrefix")
+    assert stack.outputs["jobTableName"] == stack.one(TABLE).outputs["name"]
 
 
 def test_the_notification_waits_for_the_permission_and_filters_on_the_upload_prefix(
@@ -75,7 +88,7 @@ def test_the_notification_waits_for_the_permission_and_filters_on_the_upload_pre
     notifications = stack.of_type(NOTIFICATION)
     assert len(notifications) == 1, "a second notification would overwrite the first"
     notification = notifications[0]
-    permission = stack.one(PERMISSION)
+    permission = stack.named(PERMISSION, "-s3-invoke")
     assert permission.urn in notification.dependencies
     bucket = stack.one(BUCKET)
     assert notification.inputs["bucket"] == bucket.outputs["id"]
@@ -86,7 +99,7 @@ def test_the_notification_waits_for_the_permission_and_filters_on_the_upload_pre
 
 
 def test_only_s3_from_this_bucket_and_account_may_invoke_the_runner(stack: Evaluation) -> None:
-    permission = stack.one(PERMISSION).inputs
+    permission = stack.named(PERMISSION, "-s3-invoke").inputs
     assert permission["principal"] == "s3.amazonaws.com"
     assert permission["action"] == "lambda:InvokeFunction"
     assert permission["sourceArn"] == stack.one(BUCKET).outputs["arn"]
@@ -183,8 +196,8 @@ def test_prod_sets_ephemeral_storage_and_dev_keeps_the_default(
 
 def test_the_runner_environment_carries_the_whole_contract(stack: Evaluation) -> None:
     env = runner_environment(stack)
-    capped = int(config(stack, "maxConcurrentTasks")) > 0
-    assert set(env) == CONTRACT_VARIABLES | ({"STATE_TABLE"} if capped else set())
+    # TASK_RETRY_EXIT_CODES only when codes are listed (test_runner_environment).
+    assert set(env) == CONTRACT_VARIABLES
     assert env["CLUSTER_ARN"] == stack.outputs["clusterArn"]
     assert env["TASK_DEFINITION_ARN"] == stack.outputs["taskDefinitionArn"]
     assert env["CONTAINER_NAME"] == container(stack)["name"]
@@ -355,6 +368,9 @@ def test_versioning_force_destroy_and_protect_follow_the_stack(
     assert prod.one(BUCKET).inputs["forceDestroy"] is False
     assert prod.one(BUCKET).protect is True
     assert prod.named("aws:sqs/queue:Queue", "-runner-dlq").protect is True
+    assert prod.named("aws:sqs/queue:Queue", "-failed-jobs").protect is True
+    assert prod.one(TABLE).protect is True  # the job records, as the queues' messages
+    assert dev.one(TABLE).protect is False
     versioning = prod.one("aws:s3/bucketVersioning:BucketVersioning").inputs
     assert versioning["versioningConfiguration"]["status"] == "Enabled"
 
@@ -441,6 +457,8 @@ TAGGABLE = {
     "aws:ecs/cluster:Cluster",
     "aws:ecr/repository:Repository",
     "aws:ec2/securityGroup:SecurityGroup",
+    TABLE,
+    "aws:cloudwatch/eventRule:EventRule",
 }
 
 
@@ -461,7 +479,7 @@ def test_everything_is_one_component_whose_children_are_parented_and_named_after
     (system,) = stack.of_type("s3fargatejobs:index:S3FargateJobs")
     assert system.parent.endswith("pulumi:pulumi:Stack::s3-fargate-jobs-" + stack.stack)
     components = {r.urn: r for r in stack if r.type.startswith("s3fargatejobs:index:")}
-    assert len(components) == 8
+    assert len(components) == 9
     for resource in stack:
         if resource is system:
             continue
@@ -490,3 +508,49 @@ def test_an_existing_network_is_used_instead_of_a_new_vpc() -> None:
     assert not stack.of_type(VPC)
     assert stack.one("aws:ec2/securityGroup:SecurityGroup").inputs["vpcId"] == "vpc-0abc"
     assert runner_environment(stack)["SUBNETS"] == "subnet-1,subnet-2"
+
+
+# What a deployed stack holds that an upgrade must keep: messages (queues), the alarms' history
+# and the topic's subscriptions. Pulumi keeps a resource when its URN is unchanged: its type,
+# its name and its parent's (the parent's type chain is part of the URN). A new URN deletes the
+# resource and creates another. (component, its type) -> (type, name after the component's).
+KEPT = {
+    ("monitoring", "s3fargatejobs:index:FailureMonitoring"): [
+        ("aws:sqs/queue:Queue", "failed-jobs"),
+        ("aws:sqs/queue:Queue", "undeliverable"),
+        # Replaced, the old policy's deletion would empty the queue's policy after the new one
+        # was written: a queue's policy is one attribute of the queue.
+        ("aws:sqs/queuePolicy:QueuePolicy", "undeliverable-from-eventbridge"),
+        ("aws:sns/topic:Topic", "alerts"),
+        ("aws:kms/key:Key", "alerts"),
+        ("aws:cloudwatch/metricAlarm:MetricAlarm", "work-waiting"),
+        ("aws:cloudwatch/metricAlarm:MetricAlarm", "runner-failing"),
+        ("aws:cloudwatch/metricAlarm:MetricAlarm", "backlog-age"),
+    ],
+    ("runner", "s3fargatejobs:index:TaskRunner"): [
+        ("aws:sqs/queue:Queue", "dlq"),
+        ("aws:sqs/queue:Queue", "backlog"),
+    ],
+}
+
+
+def test_an_upgrade_keeps_every_queue_alarm_and_topic_a_deployed_stack_has(
+    stack: Evaluation,
+) -> None:
+    (system,) = stack.of_type("s3fargatejobs:index:S3FargateJobs")
+    by_urn = {resource.urn: resource for resource in stack}
+
+    def identity(resource: Any) -> tuple[str, str, str, str]:
+        parent = by_urn[resource.parent]
+        return resource.type, resource.name, parent.type, parent.name
+
+    present = {identity(r) for r in stack if r.parent in by_urn and r is not system}
+    expected = {
+        (type_, f"{system.name}-{component}-{child}", component_type, f"{system.name}-{component}")
+        for (component, component_type), children in KEPT.items()
+        for type_, child in children
+    }
+    assert expected - present == set()
+    for component, component_type in KEPT:
+        (found,) = stack.of_type(component_type)
+        assert (found.name, found.parent) == (f"{system.name}-{component}", system.urn)

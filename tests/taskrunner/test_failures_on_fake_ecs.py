@@ -113,7 +113,7 @@ def test_the_fake_answers_a_reused_token_with_other_parameters_with_a_conflict(
     with pytest.raises(ClientError) as raised:
         world.services.ecs.run_task(**request)
     assert raised.value.response["Error"]["Code"] == "ConflictException"
-    assert raised.value.response.get("resourceIds") == [arn]  # type: ignore[typeddict-item]
+    assert raised.value.response.get("resourceIds") == [arn]
     assert len(world.ecs.tasks) == 1
 
 

@@ -65,8 +65,8 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
         )
     )
     retries = BotocoreRetries(Simulation(), random.Random(0), max_attempts=1, read_timeout=1.0)
-    client: Any = SimDynamoClient(model, retries, Latency(dynamodb=0.0))
-    yield JobStore(client, TABLE, record_days=30, sleep=lambda _: None)
+    simulated: Any = SimDynamoClient(model, retries, Latency(dynamodb=0.0))
+    yield JobStore(simulated, TABLE, record_days=30, sleep=lambda _: None)
 
 
 def job(number: int = 0, *, now: float = 1000.0, key: str = "a.csv") -> Job:

@@ -106,7 +106,7 @@ def test_the_retry_settings_are_read_as_the_infrastructure_writes_them() -> None
             "JOB_RECORD_DAYS": "7",
         }
     )
-    assert (settings.retry.max_attempts, settings.retry.retry_exit_codes) == (5, {3, 75})
+    assert (settings.retry.max_attempts, settings.retry.retry_exit_codes) == (5, frozenset({3, 75}))
     assert settings.retry.retry_timeouts
     assert settings.retry.spot_fallback
     assert (settings.task_timeout_seconds, settings.wait_timeout_seconds) == (900, 3600)

@@ -31,6 +31,7 @@ def test_ecs_event_fields_are_read_as_ecs_documents_them() -> None:
     assert (state.stop.stop_code, state.stop.exit_code) == ("EssentialContainerExited", 1)
     assert state.stop.provider == "FARGATE_SPOT"
     assert state.stop.started_at == epoch("2026-11-28T14:00:51.103Z")
+    assert state.stop.started_at is not None
     assert state.stop.stopped_at is not None
     assert state.stop.started_at < state.stop.stopped_at
 
