@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from jobctl import burst as burst_mode
@@ -27,6 +29,7 @@ from jobctl.evaluate import Evaluation, ProgramError, evaluate
 from jobctl.fargate import Fargate, build_image, describe_log_line
 from jobctl.pipeline import (
     POLL_SECONDS,
+    SWEEP_SECONDS,
     DemoError,
     Outcome,
     Printer,
@@ -94,7 +97,7 @@ def follow(demo: Demo, outcome: Outcome) -> None:
             if time.monotonic() >= tick:
                 demo.say(f"           │ … running for {time.monotonic() - running.started:.0f} s")
                 tick = time.monotonic() + TICK_SECONDS
-        time.sleep(POLL_SECONDS)
+        demo.pause(POLL_SECONDS)
     else:
         outcome.failure = f"its job had not ended after {FOLLOW_SECONDS / 60:.0f} min"
     settle(demo.pipeline, outcome)
@@ -126,7 +129,9 @@ def process_batch(
 # --- watching a folder, or stdin ------------------------------------------------------------------
 
 
-def watch_paths(folder: Path | None, stdin: bool) -> Iterator[list[Path]]:
+def watch_paths(
+    folder: Path | None, stdin: bool, pause: Callable[[float], None] = time.sleep
+) -> Iterator[list[Path]]:
     """New files dropped into `folder` (once their size is stable), or paths read from stdin;
     an empty list each second nothing new came (the caller's moment to sweep)."""
     if stdin:
@@ -151,7 +156,7 @@ def watch_paths(folder: Path | None, stdin: bool) -> Iterator[list[Path]]:
             else:
                 pending[path] = stat.st_size
         yield ready
-        time.sleep(1.0)
+        pause(1.0)
 
 
 def _watch(demo: Demo, folder: Path | None, stdin: bool) -> list[Outcome]:
@@ -166,8 +171,14 @@ def _watch(demo: Demo, folder: Path | None, stdin: bool) -> list[Outcome]:
         "--stack <stack> <key>"
     )
     outcomes: list[Outcome] = []
+
+    def on_ctrl_c(signal_number: int, frame: FrameType | None) -> None:
+        demo.stopping.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
-        for batch in watch_paths(folder, stdin):
+        for batch in watch_paths(folder, stdin, demo.pause):
             existing = [p for p in batch if p.is_file()]
             for missing in set(batch) - set(existing):
                 demo.say(f"skipped  {missing}: not a file")
@@ -177,6 +188,8 @@ def _watch(demo: Demo, folder: Path | None, stdin: bool) -> list[Outcome]:
                 demo.sweeper.due()  # the minute's sweep goes on while nothing comes
     except KeyboardInterrupt:
         demo.say("stopped")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return outcomes
 
 
@@ -283,6 +296,13 @@ def _provisioned(
     say(f"           task definition {pipeline.task_definition_arn}")
     stand_in = f" ({pipeline.job_table.stand_in})" if pipeline.job_table.stand_in else ""
     say(f"           job table {pipeline.job_table.name}{stand_in}")
+    rules = pipeline.rules
+    stops = "as the program's rule matches them" if rules.patterns else "(no rule declared)"
+    schedule = f"; deployed: {rules.schedule}" if rules.schedule else ""
+    say(
+        f"           events task stops → runner {stops}; the sweep every "
+        f"{SWEEP_SECONDS:g} s here{schedule}"
+    )
     for note in pipeline.notes:
         say(f"           note: {note}")
     if pipeline.secret_names:
@@ -324,7 +344,7 @@ def _run_on_emulator(
             pipeline,
             runner,
             Fargate(pipeline, runner, endpoint=endpoint, docker=docker),
-            Sweeper(runner, say),
+            Sweeper(runner, say, rule_arn=pipeline.rules.schedule_arn),
             endpoint,
             say,
         )

@@ -390,6 +390,12 @@ class Fargate:
             started_at=running.started_at,
             stopped_at=time.time(),
         )
+        if not self.pipeline.rules.deliver(event):
+            raise DemoError(
+                f"no EventBridge rule the program declares for the runner matches the stop of "
+                f"task {run.task_arn} (its patterns: {list(self.pipeline.rules.patterns)}): the "
+                "runner would never hear of it, and its slot stay taken until the sweep"
+            )
         try:
             answer: Mapping[str, Any] = self.runner(event, None)
         except Exception as error:  # EventBridge retries; the sweep settles it otherwise

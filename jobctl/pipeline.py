@@ -232,9 +232,12 @@ def _apply_summary(
             outcomes[key].seen = True
     for key, reason in summary.get("skipped", {}).items():
         say(f"runner   skipped {key}: {reason}")
-        if key in outcomes:
-            outcomes[key].seen = True
-            outcomes[key].failure = f"runner skipped it: {reason}"
+        outcome = outcomes.get(key)
+        # A second event for an upload the runner already took (S3, and moto, may send two for
+        # one multipart upload) changes nothing; a first one skipped means no job will come.
+        if outcome is not None and not outcome.seen:
+            outcome.seen = True
+            outcome.failure = f"runner skipped it: {reason}"
     for key, reason in summary.get("parked", {}).items():
         say(f"runner   parked {key}: {reason}")
         if key in outcomes:
@@ -305,9 +308,16 @@ def poll_backlog(pipeline: Pipeline, runner: Runner, say: Printer) -> int:
 class Sweeper:
     """EventBridge's schedule for the sweep, compressed to every SWEEP_SECONDS."""
 
-    def __init__(self, runner: Any, say: Printer, every: float = SWEEP_SECONDS) -> None:
+    def __init__(
+        self,
+        runner: Any,
+        say: Printer,
+        every: float = SWEEP_SECONDS,
+        rule_arn: str | None = None,
+    ) -> None:
         self.runner = runner
         self.say = say
+        self.rule_arn = rule_arn
         self.every = every
         self.last = time.monotonic()
         self.sweeps = 0
@@ -322,7 +332,7 @@ class Sweeper:
         self.last = time.monotonic()
         self.sweeps += 1
         try:
-            done: dict[str, int] = self.runner.sweep()
+            done: dict[str, int] = self.runner.sweep(self.rule_arn)
         except Exception as error:  # the schedule invokes it again a minute later
             self.say(f"sweep    raised: {error}")
             return None

@@ -19,6 +19,7 @@ import boto3
 from job_store import INDEX_PROJECTIONS, INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 from jobctl.evaluate import PROJECT, DeclaredResource, Evaluation
+from jobctl.eventbridge import Rules, runner_rules
 
 # The demo compresses the backlog's time: an upload the job table could not take is tried
 # again within a second or two, not within minutes (the runner's settings for it).
@@ -61,6 +62,7 @@ class Pipeline:
     job_table: JobTable
     log_group: str  # the job's log group (awslogs-group), and its streams' prefix
     log_stream_prefix: str
+    rules: Rules = field(default_factory=Rules)  # EventBridge's rules invoking the runner
     secret_names: tuple[str, ...] = ()  # the task definition's `secrets`: ECS sets them, not us
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the demo had to fill in
 
@@ -410,6 +412,7 @@ def provision(evaluation: Evaluation, scratch_dir: Path) -> Pipeline:
         job_table=table,
         log_group=str(log_options.get("awslogs-group") or outputs.get("logGroupName", "")),
         log_stream_prefix=str(log_options.get("awslogs-stream-prefix") or "job"),
+        rules=runner_rules(evaluation),
         secret_names=tuple(secret["name"] for secret in container.get("secrets", [])),
         notes=tuple(notes),
     )

@@ -69,9 +69,10 @@ class LoadedRunner:
         """The job table the runner writes, through its own client."""
         return self.services.job_store(self.settings)
 
-    def sweep(self) -> Any:
-        """The minute's sweep, as the schedule would invoke it."""
-        return self(dict(SWEEP_EVENT), None)
+    def sweep(self, rule_arn: str | None = None) -> Any:
+        """The minute's sweep, as the schedule (the rule `rule_arn`) would invoke it."""
+        event = {**SWEEP_EVENT, "resources": [rule_arn] if rule_arn else []}
+        return self(event, None)
 
 
 def load_runner(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobctl import show
 from jobctl.fargate import Fargate, Running, Stopped
@@ -25,6 +25,14 @@ class Demo:
     sweeper: Sweeper
     endpoint: str
     say: Printer
+    # Set by Ctrl-C in watch mode. Python may swallow the KeyboardInterrupt the signal raises
+    # (when it lands in a garbage collector's callback); the loops check this and stop anyway.
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def pause(self, seconds: float) -> None:
+        """Wait, or end the wait with KeyboardInterrupt once Ctrl-C was pressed."""
+        if self.stopping.wait(seconds):
+            raise KeyboardInterrupt
 
 
 def locked(say: Printer) -> Printer:

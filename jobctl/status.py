@@ -84,6 +84,7 @@ class Status:
     failed_jobs: int
     dead_letters: int
     now: float
+    dashboard: str | None = None  # the stack's CloudWatch dashboard (a deployed stack's)
 
     def lines(self, *, bar: bool = False) -> list[str]:
         """What the command prints; `bar` adds a progress bar (for a terminal)."""
@@ -112,6 +113,8 @@ class Status:
             f"failed jobs   {self.failed_jobs} waiting for `python -m jobctl redrive`",
             f"dead letters  {self.dead_letters} waiting for `python -m jobctl redrive`",
         ]
+        if self.dashboard:
+            lines.append(f"dashboard     {self.dashboard}")
         return lines
 
     def _batch_lines(self, bar: bool) -> list[str]:
@@ -193,8 +196,11 @@ REQUIRED_OUTPUTS = (
 )
 
 
-def read_status(outputs: Mapping[str, Any], now: float | None = None) -> Status:
-    """The figures, read with the credentials and endpoint boto3 finds in the environment."""
+def read_status(
+    outputs: Mapping[str, Any], now: float | None = None, *, dashboard: bool = False
+) -> Status:
+    """The figures, read with the credentials and endpoint boto3 finds in the environment;
+    `dashboard`: name the stack's dashboard (the emulator has none)."""
     stacks.require(outputs, *REQUIRED_OUTPUTS)
     now = time.time() if now is None else now
     store = stacks.job_store(outputs)
@@ -219,6 +225,9 @@ def read_status(outputs: Mapping[str, Any], now: float | None = None) -> Status:
         failed_jobs=queue_depth(sqs, outputs["failedJobsQueueUrl"]),
         dead_letters=queue_depth(sqs, outputs["deadLetterQueueUrl"]),
         now=now,
+        dashboard=str(outputs["dashboardUrl"])
+        if dashboard and outputs.get("dashboardUrl")
+        else None,
     )
 
 
@@ -295,15 +304,20 @@ def command(args: argparse.Namespace, say: Printer) -> int:
         say(f"error: {error}")
         return 2
     terminal = sys.stdout.isatty()
+    deployed = found.endpoint_url is None
+
+    def read() -> Status:
+        return read_status(found.outputs, dashboard=deployed)
+
     try:
         if args.watch is None:
-            status = read_status(found.outputs)
+            status = read()
             say(f"status of {found.where}")
             for line in status.lines(bar=terminal):
                 say(line)
             return 0
         return watch(
-            lambda: read_status(found.outputs),
+            read,
             say,
             where=found.where,
             every=args.watch,

@@ -209,14 +209,16 @@ def emulator_stacks(
     emulator_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[str], Pipeline]:
     """Stack name -> the stack as the demo provisions it in the session's emulator (made on
-    first use: the emulator keeps one of each name)."""
+    first use, and again if it is gone: the emulator runs in this process, and every test's
+    mock_aws resets moto's state when it ends)."""
     made: dict[str, Pipeline] = {}
 
     def provisioned(stack: str) -> Pipeline:
-        if stack not in made:
-            with pytest.MonkeyPatch.context() as patch:
-                for name, value in emulator_environment(emulator_url, {}).items():
-                    patch.setenv(name, value)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in emulator_environment(emulator_url, {}).items():
+                patch.setenv(name, value)
+            buckets = {b["Name"] for b in boto3.client("s3").list_buckets().get("Buckets", [])}
+            if stack not in made or made[stack].bucket not in buckets:
                 made[stack] = provision(evaluate(stack), tmp_path_factory.mktemp("scratch"))
         return made[stack]
 
