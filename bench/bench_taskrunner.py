@@ -245,11 +245,14 @@ class Measure:
 
 
 def timed_services(clock: Clock, metrics: io.StringIO) -> Services:
+    def emit(line: str) -> None:
+        metrics.write(line + "\n")  # Lambda writes it to stdout
+
     return Services(
         cast("Any", Timed(boto3.client("ecs"), clock, "ecs")),
         sqs=cast("Any", Timed(boto3.client("sqs"), clock, "sqs")),
         dynamodb=cast("Any", Timed(boto3.client("dynamodb"), clock, "dynamodb")),
-        emit_metric=lambda line: metrics.write(line + "\n"),  # Lambda writes it to stdout
+        emit_metric=emit,
     )
 
 
@@ -289,7 +292,7 @@ def one_round(world: World, records: int) -> tuple[Measure, Measure, Measure]:
 
 
 def per_item_us(values: list[Measure], attribute: str) -> float:
-    return min(getattr(m, attribute) / m.items for m in values) * 1e6
+    return float(min(getattr(m, attribute) / m.items for m in values) * 1e6)
 
 
 def report(name: str, rounds: list[Measure], per: str) -> None:
