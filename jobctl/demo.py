@@ -24,7 +24,12 @@ from types import FrameType
 from typing import Any
 
 from jobctl import burst as burst_mode
-from jobctl.emulator import EmulatorError, emulator_process, point_at_emulator
+from jobctl.emulator import (
+    EmulatorError,
+    emulator_process,
+    hold_tasks_running,
+    point_at_emulator,
+)
 from jobctl.evaluate import Evaluation, ProgramError, evaluate
 from jobctl.fargate import Fargate, build_image, describe_log_line
 from jobctl.pipeline import (
@@ -164,11 +169,11 @@ def _watch(demo: Demo, folder: Path | None, stdin: bool) -> list[Outcome]:
     demo.say(f"watching {source}; Ctrl-C to stop (the emulator stays up at {demo.endpoint})")
     demo.say(
         f"           see where uploads are: python -m jobctl status --endpoint-url "
-        f"{demo.endpoint} --stack <stack>"
+        f"{demo.endpoint} --stack {demo.stack}"
     )
     demo.say(
         f"           what happened to one: python -m jobctl show --endpoint-url {demo.endpoint} "
-        "--stack <stack> <key>"
+        f"--stack {demo.stack} <key>"
     )
     outcomes: list[Outcome] = []
 
@@ -330,6 +335,7 @@ def _run_on_emulator(
     say: Printer,
 ) -> DemoResult:
     point_at_emulator(os.environ, endpoint)
+    hold_tasks_running(endpoint)
     demo: Demo | None = None
     try:
         pipeline = _provisioned(evaluation, scratch, stack, endpoint, say)
@@ -347,6 +353,7 @@ def _run_on_emulator(
             Sweeper(runner, say, rule_arn=pipeline.rules.schedule_arn),
             endpoint,
             say,
+            stack=stack,
         )
         if burst:
             outcomes = burst_mode.run_burst(

@@ -24,7 +24,7 @@ from job_record import FINAL_STATES, Job
 from job_store import JobStore
 
 from jobctl.provision import Pipeline
-from jobctl.runner import Runner
+from jobctl.runner import LoadedRunner, Runner
 
 Printer = Callable[[str], None]
 EVENT_WAIT_SECONDS = 15.0  # the emulator delivers within milliseconds; this bounds a stuck run
@@ -310,7 +310,7 @@ class Sweeper:
 
     def __init__(
         self,
-        runner: Any,
+        runner: LoadedRunner,
         say: Printer,
         every: float = SWEEP_SECONDS,
         rule_arn: str | None = None,

@@ -25,6 +25,7 @@ class Demo:
     sweeper: Sweeper
     endpoint: str
     say: Printer
+    stack: str = "dev"
     # Set by Ctrl-C in watch mode. Python may swallow the KeyboardInterrupt the signal raises
     # (when it lands in a garbage collector's callback); the loops check this and stop anyway.
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -87,8 +88,8 @@ def show_upload(demo: Demo, key: str) -> None:
     target = f"s3://{demo.pipeline.bucket}/{key}"
     demo.say("")
     demo.say(
-        f"show     python -m jobctl show --endpoint-url {demo.endpoint} '{target}' prints "
-        "(the emulator stops with the demo; --watch keeps it up):"
+        f"show     python -m jobctl show --stack {demo.stack} --endpoint-url {demo.endpoint} "
+        f"'{target}'"
     )
     show.show(
         demo.runner.store,

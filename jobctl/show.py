@@ -132,7 +132,13 @@ def timeline(
         lines.append(f"  waiting    for a slot since {when(job.ready_at)}")
     if job.attempt_count > len(job.attempts):
         lines.append(f"  ({job.attempt_count - len(job.attempts)} earlier attempts not kept)")
+    previous: Attempt | None = None
     for attempt in job.attempts:
+        if previous is not None and previous.stopped_at is not None:
+            # The retry's delay, then its turn behind the jobs that were waiting before it.
+            waited = duration(attempt.claimed_at - previous.stopped_at)
+            lines.append(f"  waited     {waited} before attempt {attempt.number}")
+        previous = attempt
         lines += attempt_lines(
             attempt,
             log_group=log_group,

@@ -18,6 +18,7 @@ import job_record
 import pytest
 import reports
 
+from jobctl.emulator import hold_tasks_running
 from jobctl.evaluate import PROJECT_DIR
 from jobctl.redrive import run
 from jobctl.runner import SWEEP_EVENT
@@ -95,6 +96,7 @@ def create_stack(name: str) -> tuple[dict[str, str], dict[str, Any]]:
 
 @pytest.fixture
 def deployed(emulator_env: str) -> Deployed:
+    hold_tasks_running(emulator_env)  # as the demo does: tasks stay RUNNING until StopTask
     name = f"redrive-{uuid.uuid4().hex[:8]}"
     env, outputs = create_stack(name)
     role = boto3.client("iam").create_role(

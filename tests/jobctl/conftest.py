@@ -14,8 +14,9 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 from moto import mock_aws
+from moto.moto_api import state_manager
 
-from jobctl.emulator import emulator_environment
+from jobctl.emulator import HELD_TASKS, TASK_MODEL, emulator_environment, hold_tasks_running
 from jobctl.evaluate import evaluate
 from jobctl.fargate import EXITED_REASON, SPOT_REASON, stopped_event
 from jobctl.provision import Pipeline, provision
@@ -191,8 +192,13 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     for name, value in MOTO_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield
+    # As the demo does (jobctl.emulator.HELD_TASKS): tasks stay RUNNING until StopTask.
+    state_manager.set_transition(TASK_MODEL, HELD_TASKS)
+    try:
+        with mock_aws():
+            yield
+    finally:
+        state_manager.unset_transition(TASK_MODEL)
 
 
 @pytest.fixture
@@ -218,6 +224,7 @@ def emulator_stacks(
             for name, value in emulator_environment(emulator_url, {}).items():
                 patch.setenv(name, value)
             buckets = {b["Name"] for b in boto3.client("s3").list_buckets().get("Buckets", [])}
+            hold_tasks_running(emulator_url)
             if stack not in made or made[stack].bucket not in buckets:
                 made[stack] = provision(evaluate(stack), tmp_path_factory.mktemp("scratch"))
         return made[stack]

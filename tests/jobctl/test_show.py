@@ -40,11 +40,12 @@ def test_an_interrupted_job_shows_both_attempts_how_each_ended_and_where_their_l
     assert code == 0
     assert text.splitlines()[0] == f"s3://{BUCKET}/{key}"
     assert "succeeded after 2 attempts" in text
-    attempt_1, attempt_2 = text.split("attempt 1")[1].split("attempt 2")
+    attempt_1, attempt_2 = text.split("  attempt 1  ")[1].split("  attempt 2  ")
     assert first.rsplit("/", 1)[-1] in attempt_1
     assert "FARGATE_SPOT" in attempt_1
     assert "spot-interruption; SpotInterruption; exit 143" in attempt_1
     assert second.rsplit("/", 1)[-1] in attempt_2
+    assert re.search(r"waited     [\d.]+ s before attempt 2", text)
     assert "succeeded; EssentialContainerExited; exit 0" in attempt_2
     # The exact command that reads each attempt's logs, in the stream the awslogs driver names.
     for task in (first, second):
