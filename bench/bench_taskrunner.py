@@ -10,7 +10,7 @@ job record's codec and transitions, the scheduler, logs and metric lines). Targe
 from issue 11: the handler adds at most 10 % to the cold start of `import boto3;
 boto3.client("ecs")`, and at most 1 ms of its own per record.
 
-    venv/bin/python bench/bench_taskrunner.py [--runs 7] [--records 100]
+    venv/bin/python bench/bench_taskrunner.py [--runs 7] [--records 25]
 """
 
 from __future__ import annotations
@@ -311,7 +311,9 @@ def report(name: str, rounds: list[Measure], per: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="cold starts and rounds of each kind")
-    parser.add_argument("--records", type=int, default=100, help="records per upload event")
+    # A fill stops after scheduler.FILL_SECONDS; at moto's pace (tens of ms a call, four calls a
+    # start) an event of more records than this leaves the rest waiting for the next fill.
+    parser.add_argument("--records", type=int, default=25, help="records per upload event")
     options = parser.parse_args()
     # Lambda writes every log line; so does the benchmark, to memory.
     log = logging.getLogger("taskrunner")
