@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import botocore.session
 from botocore.config import Config
 
+from task.botocore_data import slim_loader
 from task.download import (
     CONNECT_TIMEOUT_SECONDS,
     READ_TIMEOUT_SECONDS,
@@ -154,7 +155,11 @@ def make_client(settings: Settings, environ: Mapping[str, str] | None = None) ->
     )
     # botocore reads only AWS_DEFAULT_REGION; ECS and Lambda also set AWS_REGION.
     region = environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or None
-    client = botocore.session.get_session().create_client("s3", region_name=region, config=config)
+    session = botocore.session.get_session()
+    loader = slim_loader()
+    if loader is not None:  # built with the image: ~0.06 CPU-s less per start (see there)
+        session.register_component("data_loader", loader)
+    client = session.create_client("s3", region_name=region, config=config)
     return cast("S3Client", client)
 
 
