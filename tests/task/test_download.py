@@ -364,3 +364,15 @@ def test_direct_reads_over_tls_trust_what_the_client_trusts(
         assert b"".join(chunks) == server.data
     assert url.startswith("https://")
     assert all(presigned(request) for request in server.gets())
+
+
+def test_direct_reads_trust_only_the_bundle_botocore_trusts_not_the_system_store(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _tls, certificate = server_context(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate))
+    client = client_for("https://127.0.0.1:9", monkeypatch)
+    context = download._tls_context(client)
+    # The one certificate of the bundle: the system's store (~140 CAs) is never loaded.
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "127.0.0.1"),),)]
+    assert context.check_hostname
