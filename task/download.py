@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -165,16 +165,21 @@ def iter_chunks(
     part_size: int,
     concurrency: int,
     read_size: int = READ_SIZE,
+    *,
+    on_first_request: Callable[[], None] | None = None,
 ) -> ChunkStream:
     """The object's bytes in order, while up to `concurrency` ranges download ahead.
 
     The direct reads request their first ranges at once, so the bytes arrive while the
-    processor is still being set up (importing numpy, say). Closing the stream (or an error)
-    cancels the remaining ranges; raises DownloadError's subclasses for everything S3 can do
-    wrong.
+    processor is still being set up (importing numpy, say). `on_first_request` is called as
+    the first range is requested (the frame logs the CPU spent until then). Closing the stream
+    (or an error) cancels the remaining ranges; raises DownloadError's subclasses for
+    everything S3 can do wrong.
     """
     presigned = PresignedGet.for_client(client, obj) if obj.size else None
     if presigned is None:
+        if on_first_request is not None:
+            on_first_request()
         return _threaded_chunks(client, obj, part_size, concurrency, read_size)
     reads = _DirectReads(
         client,
@@ -183,6 +188,7 @@ def iter_chunks(
         part_size=part_size,
         concurrency=concurrency,
         read_size=read_size,
+        on_first_request=on_first_request,
     )
     reads.start()
     return reads
@@ -287,8 +293,10 @@ class _DirectReads:
         part_size: int,
         concurrency: int,
         read_size: int,
+        on_first_request: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_first_request = on_first_request
         self._obj = obj
         self._presigned = presigned
         self._parts = deque(plan_parts(obj.size, part_size))
@@ -380,6 +388,9 @@ class _DirectReads:
             else:
                 self._fall_back(part, buffer, failure)
             return
+        if self._on_first_request is not None:
+            self._on_first_request()
+            self._on_first_request = None
         flight = _InFlight(part, buffer, read, reused)
         self._in_flight[part.index] = flight
         self._selector.register(sock, selectors.EVENT_READ, flight)

@@ -193,8 +193,15 @@ def run(
             processor=settings.processor_spec,
         )
         phase = "process"
+        first_range_cpu: list[float] = []
         stream = _Progress(
-            iter_chunks(client, obj, settings.part_size, settings.concurrency),
+            iter_chunks(
+                client,
+                obj,
+                settings.part_size,
+                settings.concurrency,
+                on_first_request=lambda: first_range_cpu.append(time.process_time()),
+            ),
             obj.size,
             settings.progress_interval,
         )
@@ -243,6 +250,10 @@ def run(
         resultBucket=settings.result_bucket,
         resultKey=settings.result_key,
         exitCode=int(ExitCode.OK),
+        # What the task was billed for, and how much of it went before the first byte came:
+        # CPU of the whole process (every thread) since exec.
+        cpuSeconds=round(time.process_time(), 3),
+        firstRangeCpuSeconds=round(first_range_cpu[0], 3) if first_range_cpu else None,
     )
     return ExitCode.OK
 
