@@ -156,12 +156,15 @@ def paced_s3(
     with tempfile.TemporaryDirectory(prefix="paced-s3-") as folder:
         certificate = Path(folder) / "cert.pem" if tls else None
         context = None if certificate is None else self_signed_tls(certificate)
-        with _serving(per_connection_mbps, context) as (url, meter):
+        with moto_server(per_connection_mbps, context) as (url, meter):
             yield url, meter, certificate
 
 
 @contextmanager
-def _serving(per_connection_mbps: float, tls: ssl.SSLContext | None) -> Iterator[tuple[str, Meter]]:
+def moto_server(
+    per_connection_mbps: float, tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, Meter]]:
+    """moto's server on a free 127.0.0.1 port in this process, paced; yields URL and meter."""
     import logging
 
     from moto.moto_server.werkzeug_app import (
