@@ -13,7 +13,12 @@ The copy is botocore's own data, cut down, never edited:
   CreateSession for S3 Express), each with every shape it uses; S3's endpoint rules whole;
 - the models of the services botocore's credential providers call (STS for assumed roles and
   web identity, SSO and SSO OIDC), whole;
-- endpoints.json with only those services, and the small shared files whole.
+- endpoints.json with only those services, and the small shared files whole;
+- the CA bundle botocore verifies S3 with (its own cacert.pem in the image: 126
+  certificates, ~22 ms of CPU to load), one certificate per file in OpenSSL's hashed form,
+  so the direct reads' TLS loads only the root a handshake needs (`ca_folder_for`). The
+  same certificates: it is used only when the bundle botocore resolves at run time has the
+  same SHA-256 as the one it was cut from.
 
 It lives in a folder named after the botocore version it was cut from, so a botocore upgrade
 can never meet a stale copy: the job then finds no folder and uses botocore's full data (the
@@ -25,8 +30,11 @@ load botocore's data as usual.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +42,7 @@ from typing import Any
 
 import botocore
 from botocore.exceptions import DataNotFoundError
+from botocore.httpsession import get_cert_path
 from botocore.loaders import Loader
 
 S3_API_VERSION = "2006-03-01"
@@ -44,6 +53,9 @@ CREDENTIAL_SERVICES = ("sts", "sso", "sso-oidc")
 SHARED_FILES = ("partitions", "sdk-default-configuration", "_retry")
 # Files of a service's folder that a client loads when it is created.
 SERVICE_FILES = ("service-2", "service-2.sdk-extras", "endpoint-rule-set-1")
+CA_FOLDER = "ca"  # inside the copy: the CA bundle, hashed
+CA_SOURCE = "source.json"  # which bundle, by SHA-256
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def default_folder(botocore_version: str | None = None) -> Path:
@@ -58,6 +70,17 @@ def slim_loader(folder: Path | None = None) -> Loader | None:
     if not (folder / "endpoints.json").is_file():
         return None
     return Loader(extra_search_paths=[str(folder)], include_default_search_paths=False)
+
+
+def ca_folder_for(bundle: str, folder: Path | None = None) -> Path | None:
+    """The hashed copy of `bundle` (a CA file), if the slim copy holds one cut from it."""
+    ca = (folder or default_folder()) / CA_FOLDER
+    try:
+        source = json.loads((ca / CA_SOURCE).read_text())
+        digest = hashlib.sha256(Path(bundle).read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
+    return ca if source.get("sha256") == digest else None
 
 
 def build(folder: Path | None = None) -> Path:
@@ -91,6 +114,7 @@ def build(folder: Path | None = None) -> Path:
         _write(staging / "endpoints.json", endpoints)
         for shared in SHARED_FILES:
             _write(staging / f"{shared}.json", _raw(full, shared))
+        _hash_ca_bundle(_trusted_bundle(), staging / CA_FOLDER)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -124,6 +148,32 @@ def slim_model(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, 
         "operations": {name: model["operations"][name] for name in operations},
         "shapes": {name: model["shapes"][name] for name in model["shapes"] if name in shapes},
     }
+
+
+def _trusted_bundle() -> str | None:
+    """The CA file botocore verifies with here: AWS_CA_BUNDLE or ca_bundle, else its default."""
+    import botocore.session  # noqa: PLC0415 - only the build needs a session
+
+    configured = botocore.session.get_session().get_config_variable("ca_bundle")
+    bundle = get_cert_path(configured or True)
+    return bundle if bundle and Path(bundle).is_file() else None
+
+
+def _hash_ca_bundle(bundle: str | None, ca: Path) -> None:
+    """Each certificate of `bundle` in its own file, named as `openssl rehash` names them.
+
+    Without the openssl command (or a bundle) there is no folder, and the direct reads load
+    the bundle whole, as before.
+    """
+    openssl = shutil.which("openssl")
+    if bundle is None or openssl is None:
+        return
+    data = Path(bundle).read_bytes()
+    ca.mkdir()
+    for number, certificate in enumerate(_PEM.findall(data.decode("ascii", "replace"))):
+        (ca / f"{number:04d}.pem").write_text(certificate + "\n")
+    subprocess.run([openssl, "rehash", str(ca)], check=True, capture_output=True)
+    _write(ca / CA_SOURCE, {"bundle": bundle, "sha256": hashlib.sha256(data).hexdigest()})
 
 
 def _raw(loader: Loader, name: str) -> Any:

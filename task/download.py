@@ -48,6 +48,7 @@ from botocore.exceptions import (
 )
 from botocore.httpsession import get_cert_path
 
+from task.botocore_data import ca_folder_for
 from task.http_ranges import Endpoint, RangeFailed, RangeRead, ResponseHead, is_reusable
 from task.http_ranges import format_request as format_range_request
 from task.logs import log
@@ -265,6 +266,9 @@ def _tls_context(client: S3Client) -> ssl.SSLContext:
     if not location:
         context.load_default_certs()  # the system's trust store
         return context
+    # The same bundle, cut at image build into one file per certificate: OpenSSL then reads
+    # only the root a handshake needs, not all of them (~22 ms of CPU for botocore's own).
+    location = str(ca_folder_for(location) or location)
     if os.path.isdir(location):
         context.load_verify_locations(capath=location)
     else:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import ssl
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -12,10 +15,12 @@ import botocore.session
 import pytest
 
 from task import botocore_data
-from task.botocore_data import S3_OPERATIONS, build, default_folder, slim_loader
+from task.botocore_data import S3_OPERATIONS, build, ca_folder_for, default_folder, slim_loader
 from task.exit_codes import ExitCode
 from task.frame import run
+from task.http_ranges import Endpoint
 from task.processor import process
+from tests.fakes.certificates import server_context
 from tests.task.conftest import read_result
 
 if TYPE_CHECKING:
@@ -91,3 +96,43 @@ def test_rebuilding_replaces_the_copy_whole(slim_folder: Path, tmp_path: Path) -
     build(folder)
     assert not (folder / "stray.json").exists()
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in slim_folder.iterdir())
+
+
+def test_the_ca_bundle_is_hashed_so_tls_reads_only_the_root_a_handshake_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_tls, certificate = server_context(tmp_path)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(certificate.read_bytes())
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))  # what botocore would verify with
+    folder = build(tmp_path / "copy")
+    ca = ca_folder_for(str(bundle), folder)
+    assert ca is not None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(capath=str(ca))
+    assert context.get_ca_certs() == []  # nothing read up front
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with server_tls.wrap_socket(connection, server_side=True):
+                pass
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        port = listener.getsockname()[1]
+        Endpoint("127.0.0.1", port, f"127.0.0.1:{port}", context).connect(timeout=5).close()
+        thread.join()
+    assert len(context.get_ca_certs()) == 1  # the one root the handshake needed
+
+
+def test_a_changed_bundle_is_not_read_through_a_stale_hashed_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tls, certificate = server_context(tmp_path)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(certificate.read_bytes())
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    folder = build(tmp_path / "copy")
+    bundle.write_bytes(certificate.read_bytes() + b"\n")
+    assert ca_folder_for(str(bundle), folder) is None
