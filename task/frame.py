@@ -27,7 +27,7 @@ from task.download import (
     ObjectChangedError,
     ObjectUnavailableError,
     RequestRejectedError,
-    describe_object,
+    describe,
     iter_chunks,
 )
 from task.exit_codes import ExitCode
@@ -179,7 +179,7 @@ def run(
     where = f"s3://{settings.bucket}/{settings.key}"
     try:
         client = client or make_client(settings)
-        obj = describe_object(client, settings.bucket, settings.key, settings.version_id)
+        obj, direct = describe(client, settings.bucket, settings.key, settings.version_id)
         log(
             "start",
             bucket=obj.bucket,
@@ -201,6 +201,7 @@ def run(
                 settings.part_size,
                 settings.concurrency,
                 on_first_request=lambda: first_range_cpu.append(time.process_time()),
+                direct=direct,
             ),
             obj.size,
             settings.progress_interval,

@@ -105,6 +105,33 @@ def format_request(
         raise RangeFailed(f"cannot send a non-ASCII request line or header: {error}") from error
 
 
+def request_head(
+    sock: socket.socket, target: str, host_header: str, timeout: float
+) -> ResponseHead:
+    """Send a HEAD request for `target` and read its answer, blocking up to `timeout`.
+
+    keep_alive is False when anything but the head came (a HEAD answer has no body).
+    """
+    request = f"HEAD {target} HTTP/1.1\r\nHost: {host_header}\r\n\r\n"
+    received = bytearray()
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(request.encode("ascii"))
+        while (end := received.find(b"\r\n\r\n")) < 0:
+            data = sock.recv(HEAD_READ)
+            if not data:
+                raise RangeFailed("the server closed the connection without answering")
+            received += data
+            if len(received) > MAX_HEAD:
+                raise RangeFailed(f"no end to the response head in {MAX_HEAD} bytes")
+    except (OSError, UnicodeEncodeError) as error:
+        raise RangeFailed(f"the HEAD request failed: {error}") from error
+    head = parse_head(bytes(received[:end]))
+    if len(received) > end + 4:
+        return ResponseHead(head.status, head.headers, keep_alive=False)
+    return head
+
+
 @dataclass(frozen=True)
 class ResponseHead:
     status: int

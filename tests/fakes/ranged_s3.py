@@ -1,6 +1,7 @@
 """An S3 endpoint on 127.0.0.1 serving one object's ranges, with faults to inject per range.
 
-Enough of S3 for the task's download: HEAD, and GET with a Range (206 with Content-Range,
+Enough of S3 for the task's download: HEAD (a fault can be armed for the next one too), and
+GET with a Range (206 with Content-Range,
 ETag and x-amz-version-id), over HTTP/1.1 keep-alive unless told to close every connection,
 optionally over TLS. Every request is recorded, and a fault can be armed for the next GET of
 a range (by its first byte): cut the body short, answer an error status, stall, trickle, or
@@ -65,6 +66,7 @@ class RangedS3:
     tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     _faults: dict[int, Fault] = field(default_factory=dict)
+    _head_faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _connections: int = 0
     _release: threading.Event = field(default_factory=threading.Event)
@@ -73,6 +75,15 @@ class RangedS3:
         """The next GET of the range starting at `first_byte` meets `fault` (once)."""
         with self._lock:
             self._faults[first_byte] = fault
+
+    def fail_next_head(self, fault: Fault) -> None:
+        """The next HEAD meets `fault` (UNAVAILABLE only: a HEAD has no body to cut)."""
+        with self._lock:
+            self._head_faults.append(fault)
+
+    def heads(self) -> list[Request]:
+        with self._lock:
+            return [request for request in self.requests if request.method == "HEAD"]
 
     def gets(self) -> list[Request]:
         with self._lock:
@@ -117,6 +128,13 @@ class RangedS3:
 
             def do_HEAD(self) -> None:
                 self._record()
+                with fake._lock:
+                    fault = fake._head_faults.pop(0) if fake._head_faults else None
+                if fault is Fault.UNAVAILABLE:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(fake.data)))
                 self._common_headers()
