@@ -116,6 +116,7 @@ TARGET_RSS_MIB = 150.0
 TARGET_RSS_GROWTH = 0.10
 PACING_TOLERANCE = 0.15  # curl's figure for one connection, within this of the asked rate
 PACING_CHECK_BYTES = 100_000_000
+STARTUP_OBJECT_MIB = 256  # the start-up steps read nothing of it but its HEAD
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,38 @@ def measure(
     elif f"{expected.sha256} {expected.newlines}" not in confined.output:
         raise SystemExit(f"{reader} got it wrong: {confined.output[-500:]}, expected {expected}")
     return Run(protocol, reader, vcpus, size_mib, confined, server_cpu, startup)
+
+
+def print_startup_steps(task_python: str, env: dict[str, str], samples: int) -> None:
+    """The job's start-up step by step, now and before issue 22 (bench/startup_steps.py)."""
+    figures: dict[str, list[dict[str, float]]] = {"now": [], "before": []}
+    for _sample in range(samples):
+        for way, found in figures.items():
+            out = subprocess.run(
+                [task_python, str(BENCH / "startup_steps.py"), way],
+                cwd=REPO,
+                env={
+                    **env,
+                    **image_environment(),
+                    "S3_BUCKET": BUCKET,
+                    "S3_KEY": object_key(STARTUP_OBJECT_MIB),
+                    "PYTHONPATH": str(REPO),
+                },
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found.append(json.loads(out.stdout))
+    print(
+        f"\njob start-up over TLS, CPU-s by step (medians of {samples} runs each, unconfined; "
+        "'before': as the job started before issue 22):"
+    )
+    print(f"  {'step':<42} {'now':>6} {'before':>7}")
+    for name in figures["before"][0]:
+        now = [sample[name] for sample in figures["now"] if name in sample]
+        then = [sample[name] for sample in figures["before"]]
+        shown = f"{statistics.median(now):6.3f}" if now else f"{'-':>6}"
+        print(f"  {name:<42} {shown} {statistics.median(then):7.3f}")
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -571,6 +604,12 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--per-connection-mbps", type=float, default=90.0)
     parser.add_argument(
+        "--startup-samples",
+        type=int,
+        default=9,
+        help="runs of the job's start-up, step by step, now and as before (0: none)",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=-10,
@@ -713,6 +752,8 @@ def main() -> int:
                 sizes=[*sizes, *([once] if once else [])],
                 large=large,
             )
+            if HTTPS in envs and args.startup_samples:
+                print_startup_steps(args.task_python, envs[HTTPS], args.startup_samples)
             for protocol, vcpus, size, reader in schedule(args, sizes, large):
                 run = measure(
                     s3,
