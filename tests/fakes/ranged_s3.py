@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +46,8 @@ class Fault(enum.Enum):
     OTHER_ETAG = "answer with another version's ETag"
     CLOSE_WHEN_IDLE = "close the connection once the response is sent"
     TRICKLE = "send the body in 16 pieces, each 50 ms after the last"
+    EXPIRED = "answer 403 AccessDenied: the presigned URL has expired"
+    RESET = "send half the body, then reset the connection (TCP RST)"
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,15 @@ class RangedS3:
                 end = min(end, len(fake.data) - 1)
                 with fake._lock:
                     fault = fake._faults.pop(start, None)
+                if fault is Fault.EXPIRED:
+                    body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message>"
+                    body += b"</Error>"
+                    self.send_response(403)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Type", "application/xml")
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if fault is Fault.UNAVAILABLE:
                     body = b"<Error><Code>SlowDown</Code><Message>Slow down</Message></Error>"
                     self.send_response(503)
@@ -175,6 +188,16 @@ class RangedS3:
                     return
                 if fault is Fault.CUT:
                     self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                if fault is Fault.RESET:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    # Linger 0: close() sends RST, as a reset by a load balancer does.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
                     self.close_connection = True
                     return
                 self.wfile.write(body)

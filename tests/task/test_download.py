@@ -282,10 +282,12 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(
     ("fault", "reason"),
     [
         (Fault.CUT, "closed after"),
+        (Fault.RESET, "connection failed"),
         (Fault.UNAVAILABLE, "HTTP 503"),
+        (Fault.EXPIRED, "HTTP 403"),
         (Fault.STALL, "no bytes for"),
     ],
-    ids=["cut-off", "error-status", "stalled"],
+    ids=["cut-off", "reset", "slow-down", "expired-url", "stalled"],
 )
 def test_a_range_that_fails_directly_is_read_again_through_boto3(
     aws_env: None,
@@ -390,6 +392,8 @@ def test_the_object_is_described_by_a_presigned_head_on_the_connection_the_first
     [head] = server.heads()
     assert presigned(head)
     assert server.gets()[0].connection == head.connection
+    # Every range pinned to the version the HEAD found, signed into its URL.
+    assert all(get.query.get("versionId") == [VERSION_ID] for get in server.gets())
 
 
 def test_a_head_that_is_not_a_plain_200_is_asked_again_through_boto3(
