@@ -411,12 +411,17 @@ def check_targets(
 
 def median(runs: list[Run], protocol: str, reader: str, vcpus: float, size: int) -> Run | None:
     """The median run of one reader in one setting, if it ran."""
-    mine = [
+    mine = timings(runs, protocol, reader, vcpus, size)
+    return median_run(mine) if mine else None
+
+
+def timings(runs: list[Run], protocol: str, reader: str, vcpus: float, size: int) -> list[Run]:
+    """One reader's runs in one setting, in the order they ran (round by round)."""
+    return [
         r
         for r in runs
         if (r.protocol, r.reader, r.vcpus, r.size_mib) == (protocol, reader, vcpus, size)
     ]
-    return median_run(mine) if mine else None
 
 
 def check_tls_targets(
@@ -436,10 +441,21 @@ def check_tls_targets(
         wanted = TARGET_SPEED_OVER_AWSCRT.get(vcpus)
         if crt is not None and wanted is not None:
             ratio = crt.confined.seconds / job.confined.seconds
+            # The two run side by side in each round: the ratio round by round shows how much
+            # of the medians' ratio is the machine's drift between rounds (not the verdict).
+            rounds = ", ".join(
+                f"{c.confined.seconds / j.confined.seconds:.2f}"
+                for j, c in zip(
+                    timings(runs, HTTPS, JOB, vcpus, large),
+                    timings(runs, HTTPS, AWSCRT, vcpus, large),
+                    strict=False,
+                )
+            )
             verdict(
                 ratio >= wanted,
                 f"job >= {wanted:.2f}x aws-c-s3's speed at {vcpus:g} vCPU: {ratio:.2f}x "
-                f"({job.confined.seconds:.2f} s against {crt.confined.seconds:.2f} s)",
+                f"({job.confined.seconds:.2f} s against {crt.confined.seconds:.2f} s; "
+                f"round by round {rounds})",
             )
     frame = median(runs, HTTPS, FRAME, FRAME_TARGET_VCPUS, large)
     if frame is not None:

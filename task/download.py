@@ -16,7 +16,9 @@ Two ways to read the ranges, with the same guarantees:
   presigned GetObject URL made by the boto3 client, so the endpoint, addressing, credentials
   and signature are boto3's. Any surprise on a range (an error status, a refused or reset
   connection, a stall) reads that range again through boto3 (`_fetch`), so botocore's
-  retries, errors and messages apply exactly as before.
+  retries, errors and messages apply exactly as before. The object is described the same
+  way, by a presigned HEAD on the connection the first range then reuses (`describe`),
+  and through boto3's `head_object` on any answer but a plain 200.
 - Through boto3's `get_object` in a thread pool, when a proxy or a client certificate is
   configured (the direct reads use neither) or the client cannot presign.
 """
