@@ -116,7 +116,6 @@ TARGET_RSS_MIB = 150.0
 TARGET_RSS_GROWTH = 0.10
 PACING_TOLERANCE = 0.15  # curl's figure for one connection, within this of the asked rate
 PACING_CHECK_BYTES = 100_000_000
-STARTUP_OBJECT_MIB = 256  # the start-up steps read nothing of it but its HEAD
 
 
 @dataclass(frozen=True)
@@ -314,7 +313,7 @@ def measure(
     return Run(protocol, reader, vcpus, size_mib, confined, server_cpu, startup)
 
 
-def print_startup_steps(task_python: str, env: dict[str, str], samples: int) -> None:
+def print_startup_steps(task_python: str, env: dict[str, str], samples: int, key: str) -> None:
     """The job's start-up step by step, now and before issue 22 (bench/startup_steps.py)."""
     figures: dict[str, list[dict[str, float]]] = {"now": [], "before": []}
     for _sample in range(samples):
@@ -326,7 +325,7 @@ def print_startup_steps(task_python: str, env: dict[str, str], samples: int) -> 
                     **env,
                     **image_environment(),
                     "S3_BUCKET": BUCKET,
-                    "S3_KEY": object_key(STARTUP_OBJECT_MIB),
+                    "S3_KEY": key,  # read nothing of but its HEAD
                     "PYTHONPATH": str(REPO),
                 },
                 capture_output=True,
@@ -769,7 +768,9 @@ def main() -> int:
                 large=large,
             )
             if HTTPS in envs and args.startup_samples:
-                print_startup_steps(args.task_python, envs[HTTPS], args.startup_samples)
+                print_startup_steps(
+                    args.task_python, envs[HTTPS], args.startup_samples, object_key(sizes[0])
+                )
             for protocol, vcpus, size, reader in schedule(args, sizes, large):
                 run = measure(
                     s3,
