@@ -48,7 +48,8 @@ $(TASK_STAMP): task/requirements.txt
 	$(TASK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r task/requirements.txt
 	touch $@
 
-## make bench: the benchmarks under bench/, printing their figures (the task's needs root)
+## make bench: the benchmarks under bench/, printing their figures (the task's needs root, cgroup v1
+## and nginx: apt-get install -y nginx-light)
 bench: $(STAMP) $(TASK_STAMP)
 	$(BIN)/python bench/bench_taskrunner.py
 	$(BIN)/python bench/bench_task.py --task-python $(TASK_VENV)/bin/python $(ARGS)

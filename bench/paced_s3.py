@@ -1,4 +1,7 @@
-"""An S3-like server for benchmarks: moto on 127.0.0.1, every connection paced like S3.
+"""moto on 127.0.0.1 for benchmarks, every connection paced like S3, and the bench's helpers.
+
+The bench of record puts nginx in front of it (bench/nginx_s3.py): moto answers HEAD, PUT and
+whatever nginx does not serve from disk, paced the same way.
 
 Real S3 gives one connection about 85-90 MB/s (S3 user guide, "Performance design patterns"),
 so a reader goes faster only by reading ranges in parallel. Here the pacing is done inside
@@ -19,7 +22,6 @@ import os
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -145,23 +147,10 @@ def list_moto_modules_once() -> None:
 
 
 @contextmanager
-def paced_s3(
-    per_connection_mbps: float, *, tls: bool = False
-) -> Iterator[tuple[str, Meter, Path | None]]:
-    """moto's server on a free 127.0.0.1 port in this process, paced; always stopped.
-
-    Yields its URL, its meter, and with `tls` (HTTPS, as S3 speaks) the certificate file that
-    clients must trust; without, None.
-    """
-    with tempfile.TemporaryDirectory(prefix="paced-s3-") as folder:
-        certificate = Path(folder) / "cert.pem" if tls else None
-        context = None if certificate is None else self_signed_tls(certificate)
-        with _serving(per_connection_mbps, context) as (url, meter):
-            yield url, meter, certificate
-
-
-@contextmanager
-def _serving(per_connection_mbps: float, tls: ssl.SSLContext | None) -> Iterator[tuple[str, Meter]]:
+def moto_server(
+    per_connection_mbps: float, tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, Meter]]:
+    """moto's server on a free 127.0.0.1 port in this process, paced; yields URL and meter."""
     import logging
 
     from moto.moto_server.werkzeug_app import (

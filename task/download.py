@@ -16,13 +16,16 @@ Two ways to read the ranges, with the same guarantees:
   presigned GetObject URL made by the boto3 client, so the endpoint, addressing, credentials
   and signature are boto3's. Any surprise on a range (an error status, a refused or reset
   connection, a stall) reads that range again through boto3 (`_fetch`), so botocore's
-  retries, errors and messages apply exactly as before.
+  retries, errors and messages apply exactly as before. The object is described the same
+  way, by a presigned HEAD on the connection the first range then reuses (`describe`),
+  and through boto3's `head_object` on any answer but a plain 200.
 - Through boto3's `get_object` in a thread pool, when a proxy or a client certificate is
   configured (the direct reads use neither) or the client cannot presign.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import socket
@@ -31,7 +34,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,8 +50,17 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 from botocore.httpsession import get_cert_path
+from botocore.utils import parse_timestamp
 
-from task.http_ranges import Endpoint, RangeFailed, RangeRead, ResponseHead, is_reusable
+from task.botocore_data import ca_folder_for
+from task.http_ranges import (
+    Endpoint,
+    RangeFailed,
+    RangeRead,
+    ResponseHead,
+    is_reusable,
+    request_head,
+)
 from task.http_ranges import format_request as format_range_request
 from task.logs import log
 from task.objects import ObjectInfo
@@ -78,6 +90,7 @@ _TRANSIENT = (
     ResponseStreamingError,
 )
 _UNAVAILABLE_STATUS = {400, 403, 404, 405}  # bad version id, denied, missing, delete marker
+METADATA_PREFIX = "x-amz-meta-"  # user metadata, as HeadObject's Metadata
 
 
 class DownloadError(Exception):
@@ -149,6 +162,80 @@ def describe_object(
     )
 
 
+@dataclass(frozen=True)
+class DirectHead:
+    """The object as a HEAD over a direct-read connection described it; the connection kept."""
+
+    obj: ObjectInfo
+    tls: ssl.SSLContext | None
+    connection: socket.socket | None  # kept alive for the first range, when the server allows
+
+
+def describe(
+    client: S3Client, bucket: str, key: str, version_id: str | None = None
+) -> tuple[ObjectInfo, DirectHead | None]:
+    """HEAD the object, straight over a connection the direct reads then reuse where they can.
+
+    botocore's own HEAD would cost a connection of its own: ~0.03 CPU-s at every start with
+    its CA bundle, for a request the direct reads can sign and send as they sign ranges. Any
+    answer but a plain 200 (missing, denied, redirected, throttled) or a failed connection
+    asks again through botocore (`describe_object`), whose retries and errors then apply.
+    """
+    direct = _direct_head(client, bucket, key, version_id)
+    if direct is not None:
+        return direct.obj, direct
+    return describe_object(client, bucket, key, version_id), None
+
+
+def _direct_head(
+    client: S3Client, bucket: str, key: str, version_id: str | None
+) -> DirectHead | None:
+    presigned = PresignedGet.for_params(client, _params(bucket, key, version_id), "head_object")
+    if presigned is None:
+        return None
+    try:
+        sock = presigned.endpoint.connect(CONNECT_TIMEOUT_SECONDS)
+    except RangeFailed:
+        return None
+    try:
+        head = request_head(
+            sock, presigned.target(), presigned.endpoint.host_header, READ_TIMEOUT_SECONDS
+        )
+        headers = head.headers
+        if head.status != 200 or "etag" not in headers:
+            raise RangeFailed(f"HTTP {head.status}")  # noqa: TRY301 - one way out for all
+        obj = ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=int(headers["content-length"]),
+            etag=headers["etag"],
+            version_id=version_id or _real_version(headers.get("x-amz-version-id")),
+            content_type=headers.get("content-type"),
+            # As botocore parses them for HeadObject, so a processor sees the same values.
+            last_modified=parse_timestamp(headers["last-modified"])
+            if "last-modified" in headers
+            else None,
+            metadata={
+                name.removeprefix(METADATA_PREFIX): value
+                for name, value in headers.items()
+                if name.startswith(METADATA_PREFIX)
+            },
+        )
+    except (RangeFailed, KeyError, ValueError):
+        sock.close()
+        return None
+    if not head.keep_alive:
+        sock.close()
+    return DirectHead(obj, presigned.tls, sock if head.keep_alive else None)
+
+
+def _params(bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+    params = {"Bucket": bucket, "Key": key}
+    if version_id:
+        params["VersionId"] = version_id
+    return params
+
+
 class ChunkStream(Protocol):
     """The object's bytes in order, as chunks; close() stops the reads still running."""
 
@@ -165,16 +252,32 @@ def iter_chunks(
     part_size: int,
     concurrency: int,
     read_size: int = READ_SIZE,
+    *,
+    on_first_request: Callable[[], None] | None = None,
+    direct: DirectHead | None = None,
 ) -> ChunkStream:
     """The object's bytes in order, while up to `concurrency` ranges download ahead.
 
     The direct reads request their first ranges at once, so the bytes arrive while the
-    processor is still being set up (importing numpy, say). Closing the stream (or an error)
-    cancels the remaining ranges; raises DownloadError's subclasses for everything S3 can do
-    wrong.
+    processor is still being set up (importing numpy, say). `on_first_request` is called as
+    the first range is requested (the frame logs the CPU spent until then); `direct` is what
+    `describe` found, whose connection and TLS settings it reuses. Closing the stream
+    (or an error) cancels the remaining ranges; raises DownloadError's subclasses for
+    everything S3 can do wrong.
     """
-    presigned = PresignedGet.for_client(client, obj) if obj.size else None
+    presigned = None
+    if obj.size and direct is not None:
+        params = _params(obj.bucket, obj.key, obj.version_id)
+        with contextlib.suppress(RangeFailed, BotoCoreError):
+            presigned = PresignedGet(client, params, direct.tls)
+    elif obj.size:
+        presigned = PresignedGet.for_client(client, obj)
+    idle = [direct.connection] if direct is not None and direct.connection else []
     if presigned is None:
+        for sock in idle:
+            sock.close()
+        if on_first_request is not None:
+            on_first_request()
         return _threaded_chunks(client, obj, part_size, concurrency, read_size)
     reads = _DirectReads(
         client,
@@ -183,27 +286,42 @@ def iter_chunks(
         part_size=part_size,
         concurrency=concurrency,
         read_size=read_size,
+        on_first_request=on_first_request,
+        idle=idle,
     )
     reads.start()
     return reads
 
 
 class PresignedGet:
-    """The object's GetObject as a presigned URL for direct reads, renewed before it expires."""
+    """One request of the object (GetObject by default) as a presigned URL for direct reads,
+    renewed before it expires."""
 
-    def __init__(self, client: S3Client, obj: ObjectInfo, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        client: S3Client,
+        params: dict[str, str],
+        tls: ssl.SSLContext | None,
+        operation: str = "get_object",
+    ) -> None:
         self._client = client
-        self._params: dict[str, str] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
-            self._params["VersionId"] = obj.version_id
-        self._tls = tls
+        self._params = params
+        self._operation = operation
+        self.tls = tls
         self._made_at = -float("inf")
         self._target = ""
         self.endpoint = self._renew()
 
     @classmethod
     def for_client(cls, client: S3Client, obj: ObjectInfo) -> PresignedGet | None:
-        """Direct reads for this client's settings, or None where only boto3 can read."""
+        """Direct reads of `obj` for this client's settings, or None where only boto3 can read."""
+        return cls.for_params(client, _params(obj.bucket, obj.key, obj.version_id))
+
+    @classmethod
+    def for_params(
+        cls, client: S3Client, params: dict[str, str], operation: str = "get_object"
+    ) -> PresignedGet | None:
+        """`operation` with `params`, presigned, or None where only boto3 can send it."""
         meta = getattr(client, "meta", None)
         config = getattr(meta, "config", None)
         if getattr(config, "proxies", None) or getattr(config, "client_cert", None):
@@ -213,7 +331,8 @@ class PresignedGet:
             return None
         scheme = endpoint_url.partition("://")[0]
         try:
-            presigned = cls(client, obj, _tls_context(client) if scheme == "https" else None)
+            tls = _tls_context(client) if scheme == "https" else None
+            presigned = cls(client, params, tls, operation)
         except (RangeFailed, BotoCoreError, ssl.SSLError, OSError):
             return None  # boto3 will read it, and report whatever is wrong in its words
         proxy = urllib.request.getproxies_environment().get(scheme)
@@ -234,9 +353,9 @@ class PresignedGet:
 
     def _renew(self) -> Endpoint:
         url = self._client.generate_presigned_url(
-            "get_object", Params=self._params, ExpiresIn=PRESIGN_EXPIRES_SECONDS
+            self._operation, Params=self._params, ExpiresIn=PRESIGN_EXPIRES_SECONDS
         )
-        endpoint, self._target = Endpoint.from_url(url, self._tls)
+        endpoint, self._target = Endpoint.from_url(url, self.tls)
         self._made_at = time.monotonic()
         return endpoint
 
@@ -247,14 +366,21 @@ def _tls_context(client: S3Client) -> ssl.SSLContext:
     # client's HTTP session; the same value makes the same trust decision here.
     http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
     verify = getattr(http_session, "_verify", True)
-    context = ssl.create_default_context()
+    # create_default_context() without the system's store: loading it costs ~30 ms of CPU at
+    # every start, for certificates botocore does not trust either (it uses its own bundle).
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
     if verify is False:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
     location = get_cert_path(verify)
     if not location:
-        return context  # the system's trust store
+        context.load_default_certs()  # the system's trust store
+        return context
+    # The same bundle, cut at image build into one file per certificate: OpenSSL then reads
+    # only the root a handshake needs, not all of them (~22 ms of CPU for botocore's own).
+    location = str(ca_folder_for(location) or location)
     if os.path.isdir(location):
         context.load_verify_locations(capath=location)
     else:
@@ -283,8 +409,11 @@ class _DirectReads:
         part_size: int,
         concurrency: int,
         read_size: int,
+        on_first_request: Callable[[], None] | None = None,
+        idle: list[socket.socket] | None = None,
     ) -> None:
         self._client = client
+        self._on_first_request = on_first_request
         self._obj = obj
         self._presigned = presigned
         self._parts = deque(plan_parts(obj.size, part_size))
@@ -296,7 +425,7 @@ class _DirectReads:
         self._in_flight: dict[int, _InFlight] = {}
         self._ready: dict[int, bytearray | list[bytes]] = {}  # part buffers, or boto3's chunks
         self._free: list[bytearray] = []
-        self._idle: list[socket.socket] = []  # kept-alive connections
+        self._idle: list[socket.socket] = list(idle or [])  # kept-alive connections
         self._pin = {} if obj.version_id else {"If-Match": obj.etag}  # VersionId is signed in
         self._never_cancelled = threading.Event()
         self._chunks = self._generate()
@@ -376,6 +505,9 @@ class _DirectReads:
             else:
                 self._fall_back(part, buffer, failure)
             return
+        if self._on_first_request is not None:
+            self._on_first_request()
+            self._on_first_request = None
         flight = _InFlight(part, buffer, read, reused)
         self._in_flight[part.index] = flight
         self._selector.register(sock, selectors.EVENT_READ, flight)

@@ -10,7 +10,8 @@ another way.
 Waking up costs more CPU than receiving, so the socket's low-water mark (SO_RCVLOWAT) holds
 the wake-up until a MiB of the body is waiting, or the rest of it. That works the same under
 TLS, where the mark counts encrypted bytes in the kernel: each wake-up then decrypts every
-whole record that came, one `recv_into` per 16 KiB record.
+whole record that came, one read per 16 KiB record, straight from the TLS object (see
+`_record_reader`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 HEAD_READ = 64 * 1024  # a response head is a few hundred bytes; the rest is body
@@ -103,6 +105,33 @@ def format_request(
         raise RangeFailed(f"cannot send a non-ASCII request line or header: {error}") from error
 
 
+def request_head(
+    sock: socket.socket, target: str, host_header: str, timeout: float
+) -> ResponseHead:
+    """Send a HEAD request for `target` and read its answer, blocking up to `timeout`.
+
+    keep_alive is False when anything but the head came (a HEAD answer has no body).
+    """
+    request = f"HEAD {target} HTTP/1.1\r\nHost: {host_header}\r\n\r\n"
+    received = bytearray()
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(request.encode("ascii"))
+        while (end := received.find(b"\r\n\r\n")) < 0:
+            data = sock.recv(HEAD_READ)
+            if not data:
+                raise RangeFailed("the server closed the connection without answering")
+            received += data
+            if len(received) > MAX_HEAD:
+                raise RangeFailed(f"no end to the response head in {MAX_HEAD} bytes")
+    except (OSError, UnicodeEncodeError) as error:
+        raise RangeFailed(f"the HEAD request failed: {error}") from error
+    head = parse_head(bytes(received[:end]))
+    if len(received) > end + 4:
+        return ResponseHead(head.status, head.headers, keep_alive=False)
+    return head
+
+
 @dataclass(frozen=True)
 class ResponseHead:
     status: int
@@ -125,6 +154,21 @@ def parse_head(head: bytes) -> ResponseHead:
         headers[name.strip().lower()] = value.strip()
     keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
     return ResponseHead(int(status_text), headers, keep_alive)
+
+
+def _record_reader(sock: ssl.SSLSocket) -> Callable[[int, memoryview], int]:
+    """Reads one TLS record's plaintext into a buffer: `read(at_most, into) -> count`.
+
+    SSLSocket.recv_into reaches OpenSSL through two Python wrappers (recv_into, then read)
+    that check the socket again each time: ~3 us per 16 KiB record here, 0.25 CPU-s per GiB,
+    a fifth of what the direct reads cost over TLS. The object under them (`_sslobj`, in
+    CPython since 3.5) reads the same record; where it is missing, recv_into does.
+    """
+    sslobj = getattr(sock, "_sslobj", None)
+    read = getattr(sslobj, "read", None)
+    if callable(read):
+        return cast("Callable[[int, memoryview], int]", read)
+    return lambda at_most, into: sock.recv_into(into, at_most)
 
 
 class RangeRead:
@@ -151,6 +195,7 @@ class RangeRead:
         self._head_bytes = bytearray()
         self._check_head = check_head
         self._tls = isinstance(sock, ssl.SSLSocket)
+        self._read_record = _record_reader(sock) if isinstance(sock, ssl.SSLSocket) else None
         self._low_water = 1  # as the kernel has it: wake on any byte
         self.patient = True  # waking only for a MiB at a time; False after `hurry`
         try:
@@ -224,14 +269,21 @@ class RangeRead:
         Raises BlockingIOError or SSLWantReadError when nothing more is waiting. Decrypted
         bytes could otherwise stay inside the TLS layer, where the selector cannot see them.
         """
-        while self.received < len(self.into):
-            count = self.sock.recv_into(self.into[self.received :])
+        into, total, read_record = self.into, len(self.into), self._read_record
+        while self.received < total:
+            if read_record is None:
+                count = self.sock.recv_into(into[self.received :])
+            else:
+                try:
+                    count = read_record(total - self.received, into[self.received :])
+                except ssl.SSLEOFError:  # closed without close_notify: cut off like a plain one
+                    count = 0
             if not count:
                 raise RangeFailed(
-                    f"the connection closed after {self.received} of {len(self.into)} body bytes"
+                    f"the connection closed after {self.received} of {total} body bytes"
                 )
             self.received += count
-            if not self._tls:
+            if read_record is None:
                 return  # a plain receive took all the kernel had
 
     def _wait_for_more(self) -> None:

@@ -50,6 +50,24 @@ class Attempt:
     def task_id(self) -> str | None:
         return None if self.task_arn is None else self.task_arn.rsplit("/", 1)[-1]
 
+    def fields(self) -> dict[str, object]:
+        """The attempt by the names its record and its reports give it (None: not known)."""
+        return {
+            "attempt": self.number,
+            "claim": self.claim,
+            "capacityProvider": self.provider,
+            "claimedAt": self.claimed_at,
+            "taskArn": self.task_arn,
+            "startedAt": self.started_at,
+            "stoppedAt": self.stopped_at,
+            "stopCode": self.stop_code,
+            "stoppedReason": self.stopped_reason,
+            "exitCode": self.exit_code,
+            "containerReason": self.container_reason,
+            "cause": self.cause,
+            "stopRequested": self.stop_requested,
+        }
+
 
 @dataclass(frozen=True)
 class Job:

@@ -94,22 +94,9 @@ def _number(value: float) -> dict[str, str]:
 
 
 def _attempt_item(attempt: Attempt) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "n": attempt.number,
-        "claim": attempt.claim,
-        "provider": attempt.provider,
-        "claimedAt": attempt.claimed_at,
-        "taskArn": attempt.task_arn,
-        "startedAt": attempt.started_at,
-        "stoppedAt": attempt.stopped_at,
-        "stopCode": attempt.stop_code,
-        "stoppedReason": attempt.stopped_reason,
-        "exitCode": attempt.exit_code,
-        "containerReason": attempt.container_reason,
-        "cause": attempt.cause,
-        "stopRequested": attempt.stop_requested,
+    return {
+        "M": {name: _value(value) for name, value in attempt.fields().items() if value is not None}
     }
-    return {"M": {name: _value(value) for name, value in fields.items() if value is not None}}
 
 
 def _value(value: object) -> dict[str, Any]:
@@ -202,9 +189,9 @@ def decode(item: Mapping[str, Any]) -> Job:
     raw = {name: _plain(value) for name, value in item.items()}
     attempts = tuple(
         Attempt(
-            number=int(a["n"]),
-            claim=int(a.get("claim", a["n"])),
-            provider=str(a.get("provider", "")),
+            number=int(a["attempt"]),
+            claim=int(a.get("claim", a["attempt"])),
+            provider=str(a.get("capacityProvider", "")),
             claimed_at=float(a.get("claimedAt", 0)),
             task_arn=_optional_str(a, "taskArn"),
             started_at=_optional_float(a, "startedAt"),

@@ -43,22 +43,16 @@ def log_stream(attempt: Attempt, container: str) -> str | None:
 
 
 def attempt_summary(attempt: Attempt, container: str) -> dict[str, Any]:
-    """One attempt as the failed-jobs message and `jobctl show` give it."""
-    fields: dict[str, Any] = {
-        "attempt": attempt.number,
-        "taskArn": attempt.task_arn,
-        "capacityProvider": attempt.provider,
-        "claimedAt": attempt.claimed_at,
-        "startedAt": attempt.started_at,
-        "stoppedAt": attempt.stopped_at,
-        "stopCode": attempt.stop_code,
-        "stoppedReason": attempt.stopped_reason,
-        "exitCode": attempt.exit_code,
-        "containerReason": attempt.container_reason,
-        "cause": attempt.cause,
-        "logStream": log_stream(attempt, container),
+    """One attempt as the failed-jobs message gives it: what is known of it, and its logs."""
+    summary = {
+        name: value
+        for name, value in attempt.fields().items()
+        if value is not None and name not in ("claim", "stopRequested")
     }
-    return {name: value for name, value in fields.items() if value is not None}
+    stream = log_stream(attempt, container)
+    if stream is not None:
+        summary["logStream"] = stream
+    return summary
 
 
 def redrive_of(job: Job) -> str:

@@ -1,6 +1,7 @@
 """An S3 endpoint on 127.0.0.1 serving one object's ranges, with faults to inject per range.
 
-Enough of S3 for the task's download: HEAD, and GET with a Range (206 with Content-Range,
+Enough of S3 for the task's download: HEAD (a fault can be armed for the next one too), and
+GET with a Range (206 with Content-Range,
 ETag and x-amz-version-id), over HTTP/1.1 keep-alive unless told to close every connection,
 optionally over TLS. Every request is recorded, and a fault can be armed for the next GET of
 a range (by its first byte): cut the body short, answer an error status, stall, trickle, or
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +46,8 @@ class Fault(enum.Enum):
     OTHER_ETAG = "answer with another version's ETag"
     CLOSE_WHEN_IDLE = "close the connection once the response is sent"
     TRICKLE = "send the body in 16 pieces, each 50 ms after the last"
+    EXPIRED = "answer 403 AccessDenied: the presigned URL has expired"
+    RESET = "send half the body, then reset the connection (TCP RST)"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class RangedS3:
     tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     _faults: dict[int, Fault] = field(default_factory=dict)
+    _head_faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _connections: int = 0
     _release: threading.Event = field(default_factory=threading.Event)
@@ -73,6 +79,15 @@ class RangedS3:
         """The next GET of the range starting at `first_byte` meets `fault` (once)."""
         with self._lock:
             self._faults[first_byte] = fault
+
+    def fail_next_head(self, fault: Fault) -> None:
+        """The next HEAD meets `fault` (UNAVAILABLE only: a HEAD has no body to cut)."""
+        with self._lock:
+            self._head_faults.append(fault)
+
+    def heads(self) -> list[Request]:
+        with self._lock:
+            return [request for request in self.requests if request.method == "HEAD"]
 
     def gets(self) -> list[Request]:
         with self._lock:
@@ -117,6 +132,13 @@ class RangedS3:
 
             def do_HEAD(self) -> None:
                 self._record()
+                with fake._lock:
+                    fault = fake._head_faults.pop(0) if fake._head_faults else None
+                if fault is Fault.UNAVAILABLE:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(fake.data)))
                 self._common_headers()
@@ -129,6 +151,15 @@ class RangedS3:
                 end = min(end, len(fake.data) - 1)
                 with fake._lock:
                     fault = fake._faults.pop(start, None)
+                if fault is Fault.EXPIRED:
+                    body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message>"
+                    body += b"</Error>"
+                    self.send_response(403)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Type", "application/xml")
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if fault is Fault.UNAVAILABLE:
                     body = b"<Error><Code>SlowDown</Code><Message>Slow down</Message></Error>"
                     self.send_response(503)
@@ -157,6 +188,16 @@ class RangedS3:
                     return
                 if fault is Fault.CUT:
                     self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                if fault is Fault.RESET:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    # Linger 0: close() sends RST, as a reset by a load balancer does.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
                     self.close_connection = True
                     return
                 self.wfile.write(body)

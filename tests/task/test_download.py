@@ -282,10 +282,12 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(
     ("fault", "reason"),
     [
         (Fault.CUT, "closed after"),
+        (Fault.RESET, "connection failed"),
         (Fault.UNAVAILABLE, "HTTP 503"),
+        (Fault.EXPIRED, "HTTP 403"),
         (Fault.STALL, "no bytes for"),
     ],
-    ids=["cut-off", "error-status", "stalled"],
+    ids=["cut-off", "reset", "slow-down", "expired-url", "stalled"],
 )
 def test_a_range_that_fails_directly_is_read_again_through_boto3(
     aws_env: None,
@@ -364,3 +366,59 @@ def test_direct_reads_over_tls_trust_what_the_client_trusts(
         assert b"".join(chunks) == server.data
     assert url.startswith("https://")
     assert all(presigned(request) for request in server.gets())
+
+
+def test_direct_reads_trust_only_the_bundle_botocore_trusts_not_the_system_store(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _tls, certificate = server_context(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate))
+    client = client_for("https://127.0.0.1:9", monkeypatch)
+    context = download._tls_context(client)
+    # The one certificate of the bundle: the system's store (~140 CAs) is never loaded.
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "127.0.0.1"),),)]
+    assert context.check_hostname
+
+
+def test_the_object_is_described_by_a_presigned_head_on_the_connection_the_first_range_reuses(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(3 * DIRECT_PART))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj, direct = download.describe(client, "b", "k")
+        assert (obj.size, obj.etag, obj.version_id) == (len(server.data), ETAG, VERSION_ID)
+        assert b"".join(iter_chunks(client, obj, DIRECT_PART, 2, direct=direct)) == server.data
+    [head] = server.heads()
+    assert presigned(head)
+    assert server.gets()[0].connection == head.connection
+    # Every range pinned to the version the HEAD found, signed into its URL.
+    assert all(get.query.get("versionId") == [VERSION_ID] for get in server.gets())
+
+
+def test_a_head_that_is_not_a_plain_200_is_asked_again_through_boto3(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(DIRECT_PART))
+    server.fail_next_head(Fault.UNAVAILABLE)  # 503 SlowDown: botocore's retries apply
+    with server.running() as url:
+        obj, direct = download.describe(client_for(url, monkeypatch), "b", "k")
+    assert obj.size == len(server.data)
+    assert direct is None
+    assert [presigned(head) for head in server.heads()] == [True, False]
+
+
+def test_the_presigned_head_describes_the_object_as_botocores_head_does(
+    s3: S3Client, versioned_bucket: str
+) -> None:
+    s3.put_object(
+        Bucket=versioned_bucket,
+        Key="in/report 2026 ü.csv",
+        Body=b"a,b\n1,2\n",
+        ContentType="text/csv",
+        Metadata={"origin": "scanner-7", "batch": "42"},
+    )
+    obj, direct = download.describe(s3, versioned_bucket, "in/report 2026 ü.csv")
+    assert direct is not None
+    assert obj == describe_object(s3, versioned_bucket, "in/report 2026 ü.csv")
+    assert obj.metadata == {"origin": "scanner-7", "batch": "42"}

@@ -70,9 +70,11 @@ def test_the_result_lands_at_prefix_plus_key_with_every_documented_field(
     assert (result["lines"], result["contentType"]) == (3, "text/csv")
     assert result["startedAt"] <= result["finishedAt"]
     assert result["seconds"] >= 0
-    events = [line["event"] for line in log_lines(capsys.readouterr().out)]
-    assert events[0] == "start"
-    assert events[-1] == "finish"
+    lines = log_lines(capsys.readouterr().out)
+    assert [lines[0]["event"], lines[-1]["event"]] == ["start", "finish"]
+    # What the task was billed for, and how much of it went before the first range was asked.
+    finish = lines[-1]
+    assert 0 < finish["firstRangeCpuSeconds"] <= finish["cpuSeconds"]
 
 
 def test_results_can_go_to_another_bucket_and_prefix(
