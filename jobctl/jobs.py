@@ -101,8 +101,10 @@ def table(jobs: list[Job]) -> list[str]:
     header = ("recorded (UTC)", "state", "tries", "upload", "")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-        + ("  " + row[4] if row[4] else "")
+        (
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+            + ("  " + row[4] if row[4] else "")
+        ).rstrip()
         for row in [header, *rows]
     ]
 
@@ -116,6 +118,7 @@ def list_jobs(
     since: str = DEFAULT_SINCE,
     limit: int = DEFAULT_LIMIT,
     now: float | None = None,
+    show_options: str = "",
 ) -> int:
     """Print the table; 0 even when nothing matches (that is an answer too)."""
     check_state(state)
@@ -134,11 +137,12 @@ def list_jobs(
     filters = [f"state {state}"] if state else []
     if prefix:
         filters.append(f"keys starting {prefix!r}")
-    what = f"jobs recorded in the last {since}" + (f" ({', '.join(filters)})" if filters else "")
+    where = f" ({', '.join(filters)})" if filters else ""
     if not found:
-        say(f"no {what}")
+        say(f"no jobs recorded in the last {since}{where}")
         return 0
     shown = found[:limit]
+    what = f"{'job' if len(shown) == 1 else 'jobs'} recorded in the last {since}{where}"
     for line in table(shown):
         say(line)
     say("")
@@ -146,7 +150,7 @@ def list_jobs(
         f"; more match: raise --limit (now {limit}) or narrow --since" if len(found) > limit else ""
     )
     say(f"{len(shown)} {what}, newest first{more}")
-    say("what happened to one: python -m jobctl show s3://<bucket>/<key>")
+    say(f"what happened to one: python -m jobctl show{show_options} s3://<bucket>/<key>")
     return 0
 
 
@@ -185,8 +189,17 @@ def command(args: argparse.Namespace, say: Printer) -> int:
         parse_since(args.since)
         found = stacks.read_stack(args.stack, args.endpoint_url)
         store = stacks.job_store(found.outputs)
+        options = f" --stack {args.stack}"
+        if found.endpoint_url:
+            options += f" --endpoint-url {found.endpoint_url}"
         return list_jobs(
-            store, say, state=args.state, prefix=args.prefix, since=args.since, limit=args.limit
+            store,
+            say,
+            state=args.state,
+            prefix=args.prefix,
+            since=args.since,
+            limit=args.limit,
+            show_options=options,
         )
     except (UsageError, StackError) as error:
         say(f"error: {error}")

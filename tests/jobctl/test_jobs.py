@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 
 import job_record
 import pytest
 
 from jobctl.__main__ import main
+from jobctl.evaluate import PROJECT_DIR
 from jobctl.jobs import UsageError, list_jobs, parse_since
-from tests.jobctl.conftest import BUCKET, Deployment
+from jobctl.provision import Pipeline
+from tests.jobctl.conftest import BUCKET, Deployment, emulator_runner
 
 
 def listed(deployment: Deployment, **options: object) -> list[str]:
@@ -60,7 +65,7 @@ def test_jobs_are_listed_newest_first_with_their_state_and_tries(three_jobs: Dep
 def test_only_failed_jobs_with_state_failed(three_jobs: Deployment) -> None:
     lines = listed(three_jobs, state="failed")
     assert keys(lines) == ["uploads/b/two.csv"]
-    assert lines[-2] == "1 jobs recorded in the last 24h (state failed), newest first"
+    assert lines[-2] == "1 job recorded in the last 24h (state failed), newest first"
 
 
 def test_only_keys_under_the_prefix_with_prefix(three_jobs: Deployment) -> None:
@@ -120,3 +125,29 @@ def test_a_bad_option_is_named_before_anything_is_read(
 def test_a_limit_below_one_is_refused(deployment: Deployment) -> None:
     with pytest.raises(UsageError, match="--limit 0: give 1 or more"):
         list_jobs(deployment.store, print, limit=0)
+
+
+def test_the_command_lists_the_jobs_in_the_emulator_and_how_to_show_one(
+    emulator_stacks: Callable[[str], Pipeline], emulator_env: str
+) -> None:
+    dev = emulator_runner(emulator_stacks("dev"))
+    key = f"uploads/listed {uuid.uuid4().hex[:6]}.csv"
+    dev.upload(key)
+    dev.stop(key, exit_code=6)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobctl", "jobs", "--endpoint-url", emulator_env, "--state",
+         "failed", "--since", "10m"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if key in line]
+    assert "  failed  " in row
+    assert "job-failure, exit 6" in row
+    assert done.stdout.splitlines()[-1] == (
+        f"what happened to one: python -m jobctl show --stack dev --endpoint-url {emulator_env} "
+        "s3://<bucket>/<key>"
+    )
