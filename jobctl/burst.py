@@ -1,44 +1,36 @@
-"""A burst of uploads at once: watch them wait in the backlog and drain as tasks finish.
+"""A burst of uploads at once: watch them wait for a task slot and drain as tasks stop.
 
-Every file is uploaded first; the emulator's events go to the runner, which starts what the
-cap (`--max-tasks`) lets start and parks the rest. Then, until every upload has its result,
-this plays the parts of AWS the emulator lacks: Fargate (each task ECS started runs as
-`python -m task`, and is marked stopped when it exits) and the backlog's event source mapping
-(batches handed to the runner). A line shows the backlog, the tasks and the results whenever
-they change.
+Every file is uploaded first; the emulator's events go to the runner, which records a job for
+each and starts what the cap (`--max-tasks`) lets start. Then, until every job has ended, this
+plays the parts of AWS the emulator lacks: Fargate (every task ECS started runs here, its stop
+handed to the runner as EventBridge's task state change, which starts the oldest waiting jobs
+in the freed slot), the sweep's schedule (every second here), the backlog's event source
+mapping. One task is interrupted as Spot reclaims one (SIGTERM: the job exits 143, the stop is
+a SpotInterruption); the runner retries it, and its timeline is shown at the end.
 """
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
+import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
-import boto3
+from job_record import FINAL_STATES
 
-from jobctl.demo import (
-    BURST_SECONDS,
-    LOCAL_TASK_SLOTS,
+from jobctl import status
+from jobctl.fargate import Running, is_start_line
+from jobctl.pipeline import (
     POLL_SECONDS,
     Outcome,
-    Pipeline,
-    Printer,
     dispatch_events,
-    mark_stopped,
+    latest_job,
     poll_backlog,
-    settle_task,
-    start_task_process,
-    tasks_started_for,
+    settle,
     upload,
 )
-from jobctl.status import queue_depth
+from jobctl.session import Demo, show_upload
 
-Runner = Callable[[Any, Any], Any]
+BURST_SECONDS = 300.0  # bounds a burst that stops draining
 
 
 def burst_files(directory: Path, count: int) -> list[Path]:
@@ -53,120 +45,121 @@ def burst_files(directory: Path, count: int) -> list[Path]:
     return files
 
 
-@dataclass
-class Running:
-    outcome: Outcome
-    process: subprocess.Popen[str]
-    output: IO[str]
-    started: float
+class Interrupter:
+    """Interrupts one task as Spot reclaims one: the first first attempt seen reading its
+    object gets SIGTERM. A task that finished before the signal reached it is not counted: the
+    next one is tried."""
+
+    def __init__(self, demo: Demo, wanted: int) -> None:
+        self.demo = demo
+        self.wanted = wanted
+        self.sent: set[str] = set()  # task ARNs signalled
+        self.interrupted: list[Running] = []  # those the signal stopped (exit 143)
+        self._lock = threading.Lock()  # each task's output is read on its own thread
+
+    def on_line(self, running: Running, line: str) -> None:
+        """Called on the output reader's thread for each line a task prints."""
+        if running.run.attempt != 1 or not is_start_line(line):
+            return
+        with self._lock:
+            if len(self.sent) >= self.wanted:  # the signalled ones stopped, or will
+                return
+            self.sent.add(running.run.task_arn)
+        self.demo.fargate.interrupt(running)
+
+    def stopped(self, running: Running) -> bool:
+        """Whether this stop is an interruption of ours that took (and count it)."""
+        if running.run.task_arn not in self.sent:
+            return False
+        if running.run.stop_code == "SpotInterruption":
+            self.interrupted.append(running)
+            return True
+        with self._lock:
+            self.sent.discard(running.run.task_arn)  # too late: it had finished
+        return False
 
 
-@dataclass
-class Fargate:
-    """The tasks ECS started, run here; at most LOCAL_TASK_SLOTS processes at a time."""
-
-    pipeline: Pipeline
-    endpoint: str
-    docker: bool
-    waiting: deque[Outcome] = field(default_factory=deque)
-    running: list[Running] = field(default_factory=list)
-
-    def launch(self, outcome: Outcome) -> None:
-        self.waiting.append(outcome)
-
-    def step(self) -> list[Outcome]:
-        """Start what fits, reap what exited (stopped in ECS, result fetched); the reaped."""
-        finished = []
-        for task in list(self.running):
-            code = task.process.poll()
-            if code is None:
-                continue
-            self.running.remove(task)
-            task.output.seek(0)
-            outcome = task.outcome
-            outcome.log = task.output.read().splitlines()
-            task.output.close()
-            outcome.exit_code, outcome.task_seconds = code, time.monotonic() - task.started
-            assert outcome.task_arn is not None
-            mark_stopped(self.pipeline, outcome.task_arn, code)
-            settle_task(self.pipeline, outcome)
-            finished.append(outcome)
-        while self.waiting and len(self.running) < LOCAL_TASK_SLOTS:
-            outcome = self.waiting.popleft()
-            assert outcome.task_arn is not None
-            output = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed when reaped
-            process = start_task_process(
-                self.pipeline,
-                outcome.task_arn,
-                endpoint=self.endpoint,
-                docker=self.docker,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-            self.running.append(Running(outcome, process, output, time.monotonic()))
-        return finished
-
-    def stop(self) -> None:
-        for task in self.running:
-            task.process.kill()
-            task.process.wait()
-            task.output.close()
-        self.running.clear()
-
-
-def run_burst(
-    pipeline: Pipeline,
-    runner: Runner,
-    files: list[Path],
-    *,
-    endpoint: str,
-    docker: bool,
-    say: Printer,
-    cap: int,
-) -> list[Outcome]:
-    """Upload every file at once, then run and drain until each has its result."""
+def run_burst(demo: Demo, files: list[Path], *, interrupt: bool = True) -> list[Outcome]:
+    """Upload every file at once, then run and drain until each job has ended."""
+    pipeline, say = demo.pipeline, demo.say
+    cap = int(pipeline.outputs.get("maxConcurrentTasks") or 0)
     limit = f"at most {cap} tasks at once" if cap else "as many tasks as the account allows"
-    say(f"\nburst    {len(files)} uploads at once; the runner starts {limit}")
+    provider = pipeline.runner_env.get("CAPACITY_PROVIDER", "FARGATE")
+    say(f"\nburst    {len(files)} uploads at once on {provider}; the runner starts {limit}")
+    interrupter = Interrupter(demo, 1 if interrupt else 0)
+    demo.fargate.on_line = interrupter.on_line
     outcomes = {}
     for path in files:
         outcome = upload(pipeline, path)
         outcomes[outcome.key] = outcome
     quiet: list[str] = []  # the per-event lines of a burst would drown the picture
-    dispatch_events(pipeline, runner, outcomes, quiet.append)
-    fargate = Fargate(pipeline, endpoint, docker)
-    launched: set[str] = set()
-    done: set[str] = set()
-    shown = ""
-    deadline = time.monotonic() + BURST_SECONDS
-    try:
-        while len(done) < len(outcomes) and time.monotonic() < deadline:
-            waiting = {key for key, o in outcomes.items() if o.task_arn is None and o.parked}
-            for key, task_arn in tasks_started_for(pipeline, waiting).items():
-                outcomes[key].task_arn = task_arn
-            for key, outcome in outcomes.items():
-                if outcome.task_arn is not None and key not in launched:
-                    launched.add(key)
-                    fargate.launch(outcome)
-                elif outcome.task_arn is None and not outcome.parked and key not in done:
-                    done.add(key)  # the runner failed or skipped it: nothing will come
-            done.update(outcome.key for outcome in fargate.step())
-            poll_backlog(pipeline, runner, say)
-            line = _picture(pipeline, fargate, len(done), len(outcomes))
-            if line != shown:
-                say(line)
-                shown = line
-            time.sleep(POLL_SECONDS)
-    finally:
-        fargate.stop()
+    dispatch_events(pipeline, demo.runner, outcomes, quiet.append)
+    undone = drain(demo, outcomes, interrupter)
     for outcome in outcomes.values():
-        if outcome.key not in done and outcome.failure is None:
-            outcome.failure = f"burst: not finished within {BURST_SECONDS:.0f} s"
+        if outcome.key in undone and outcome.failure is None:
+            outcome.failure = f"burst: its job had not ended within {BURST_SECONDS:.0f} s"
+        settle(pipeline, outcome)
+    say("")
+    for line in status.read_status(pipeline.outputs).lines():
+        say(f"status   {line}")
+    for running in interrupter.interrupted:
+        retried = outcomes[running.key]
+        say("")
+        say(
+            f"retried  {running.key}: interrupted on attempt 1, "
+            f"{'succeeded' if retried.ok else 'not done'} on attempt {retried.runs[-1].attempt}"
+        )
+        show_upload(demo, running.key)
+    if interrupt and not interrupter.interrupted:
+        say("note     no task ran long enough to be interrupted")
     return list(outcomes.values())
 
 
-def _picture(pipeline: Pipeline, fargate: Fargate, done: int, total: int) -> str:
-    waiting = queue_depth(boto3.client("sqs"), pipeline.backlog_url)
-    running = len(fargate.running) + len(fargate.waiting)
+def drain(demo: Demo, outcomes: dict[str, Outcome], interrupter: Interrupter) -> set[str]:
+    """Run the tasks, hand their stops, the sweep and the backlog to the runner until every
+    job ended (or BURST_SECONDS passed); the keys whose job had not ended."""
+    store = demo.runner.store
+    shown = ""
+    deadline = time.monotonic() + BURST_SECONDS
+    undone = {key for key, outcome in outcomes.items() if not outcome.settled}
+    while undone and time.monotonic() < deadline:
+        launched, stopped = demo.fargate.step()
+        for running in launched:
+            if running.key in outcomes:
+                outcomes[running.key].runs.append(running.run)
+        for done in stopped:
+            if interrupter.stopped(done.running):
+                run = done.running.run
+                demo.say(
+                    f"spot     {done.running.key}: task {run.task_arn.rsplit('/', 1)[-1]} "
+                    f"interrupted as Spot reclaims capacity (SIGTERM): exit {run.exit_code}, "
+                    f"stop code {run.stop_code} → runner: job {done.answer.get('state')}"
+                )
+        if any(outcomes[key].parked for key in undone):
+            poll_backlog(demo.pipeline, demo.runner, demo.say)
+        # A job ends with its task's stop, or (failing) in a sweep: read those that may have.
+        swept = demo.sweeper.due() is not None
+        changed = set(undone) if swept else {d.running.key for d in stopped}
+        for key in changed & undone:
+            outcome = outcomes[key]
+            outcome.job = latest_job(store, demo.pipeline, key)
+            ended = outcome.job is not None and outcome.job.state in FINAL_STATES
+            if ended and not demo.fargate.busy_with(key):
+                undone.discard(key)
+        line = _picture(demo, len(outcomes) - len(undone), len(outcomes))
+        if line != shown:
+            demo.say(line)
+            shown = line
+        time.sleep(POLL_SECONDS)
+    return undone
+
+
+def _picture(demo: Demo, done: int, total: int) -> str:
+    """Jobs waiting (the runner's totals), tasks ECS runs, jobs ended."""
+    stats = demo.runner.store.stats()
+    slots = demo.runner.store.slots()
+    waiting = max(0, stats.in_progress - slots.active)
     return (
-        f"backlog  {waiting:3d} waiting   tasks {running:3d} running   results {done:3d} of {total}"
+        f"waiting  {waiting:3d} jobs   tasks {demo.fargate.listed:3d} running   "
+        f"done {done:3d} of {total}"
     )

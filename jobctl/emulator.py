@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from typing import Any
 
 from moto.server import ThreadedMotoServer
 
@@ -93,6 +95,26 @@ def emulator_process() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+# moto moves a task one step towards STOPPED (DEACTIVATING, STOPPING, ...) each time it is
+# described, so after a few DescribeTasks a task whose job still runs would read as stopped, with
+# moto's made-up exit code 0: the runner's sweep would settle it as a success. Fargate keeps a
+# task RUNNING while its container runs; this keeps moto's there until StopTask.
+TASK_MODEL = "ecs::task"
+HELD_TASKS: dict[str, Any] = {"progression": "manual", "times": 10**9}
+
+
+def hold_tasks_running(endpoint_url: str) -> None:
+    """Keep the emulator's ECS tasks RUNNING until they are stopped (see HELD_TASKS)."""
+    request = urllib.request.Request(  # noqa: S310 - our loopback server
+        f"{endpoint_url}/moto-api/state-manager/set-transition",
+        data=json.dumps({"model_name": TASK_MODEL, "transition": HELD_TASKS}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - our loopback server
+        pass
 
 
 def point_at_emulator(environ: MutableMapping[str, str], endpoint_url: str) -> None:

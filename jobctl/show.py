@@ -1,28 +1,46 @@
-"""`jobctl show`: what happened to one upload, from its job record — the timeline of its
-attempts, and the command that reads each attempt's logs."""
+"""`jobctl show`: what happened to one upload, from its job record — uploaded, waited, each
+attempt (task, capacity provider, start, stop, exit, reason), the result object — with the
+exact command that reads each attempt's logs."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 from job_record import Attempt, Job
+from job_store import StoreError
 from reports import log_stream
 
+from jobctl import stack as stacks
+from jobctl.stack import StackError
+
 Printer = Callable[[str], None]
+INDENT = "             "
 
 
-def when(epoch: float | None) -> str:
+def when(epoch: float | None, day: str | None = None) -> str:
+    """A time in UTC; only its clock time when it falls on `day` (YYYY-MM-DD), named above."""
     if epoch is None:
         return "-"
     moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    if day is not None and moment.strftime("%Y-%m-%d") == day:
+        return moment.strftime("%H:%M:%S")
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def day_of(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     minutes, rest = divmod(int(seconds), 60)
@@ -32,26 +50,35 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes} min"
 
 
-def logs_command(log_group: str, stream: str) -> str:
+def logs_command(log_group: str, stream: str, endpoint_url: str | None = None) -> str:
+    """The AWS CLI command that prints one attempt's log lines."""
+    endpoint = ["--endpoint-url", endpoint_url] if endpoint_url else []
     return shlex.join(
         [
-            "aws", "logs", "get-log-events", "--log-group-name", log_group,
+            "aws", "logs", "get-log-events", *endpoint, "--log-group-name", log_group,
             "--log-stream-name", stream, "--query", "events[].message", "--output", "text",
         ]
     )  # fmt: skip
 
 
-def attempt_lines(attempt: Attempt, *, log_group: str | None, container: str) -> list[str]:
-    task = attempt.task_id or "(no task: RunTask's answer has not come)"
+def attempt_lines(
+    attempt: Attempt,
+    *,
+    log_group: str | None,
+    container: str,
+    endpoint_url: str | None = None,
+    day: str | None = None,
+) -> list[str]:
+    task = attempt.task_id or "(no task yet: RunTask's answer has not come)"
+    ran = (
+        f" (ran {duration(attempt.stopped_at - attempt.started_at)})"
+        if attempt.started_at and attempt.stopped_at
+        else ""
+    )
     lines = [
         f"  attempt {attempt.number}  {attempt.provider}  task {task}",
-        f"             claimed {when(attempt.claimed_at)}, started {when(attempt.started_at)}, "
-        f"stopped {when(attempt.stopped_at)}"
-        + (
-            f" (ran {duration(attempt.stopped_at - attempt.started_at)})"
-            if attempt.started_at and attempt.stopped_at
-            else ""
-        ),
+        f"{INDENT}claimed {when(attempt.claimed_at, day)}, started "
+        f"{when(attempt.started_at, day)}, stopped {when(attempt.stopped_at, day)}{ran}",
     ]
     if attempt.stopped_at is not None:
         said = [attempt.cause or "?", attempt.stop_code or "no stop code"]
@@ -61,14 +88,23 @@ def attempt_lines(attempt: Attempt, *, log_group: str | None, container: str) ->
             said.append(attempt.stopped_reason)
         if attempt.container_reason:
             said.append(attempt.container_reason)
-        lines.append("             " + "; ".join(said))
+        lines.append(INDENT + "; ".join(said))
     elif attempt.stop_requested:
-        lines.append(f"             stop asked ({attempt.stop_requested}); not stopped yet")
+        lines.append(f"{INDENT}stop asked ({attempt.stop_requested}); not stopped yet")
     stream = log_stream(attempt, container)
     if stream is not None:
-        where = logs_command(log_group, stream) if log_group else f"log stream {stream}"
-        lines.append(f"             logs: {where}")
+        where = (
+            logs_command(log_group, stream, endpoint_url) if log_group else f"log stream {stream}"
+        )
+        lines.append(f"{INDENT}logs: {where}")
     return lines
+
+
+def _state(job: Job) -> str:
+    if job.state in ("succeeded", "failed") and job.attempt_count:
+        plural = "s" if job.attempt_count > 1 else ""
+        return f"{job.state} after {job.attempt_count} attempt{plural}"
+    return job.state
 
 
 def timeline(
@@ -77,10 +113,15 @@ def timeline(
     log_group: str | None,
     result_prefix: str | None = None,
     container: str = "job",
+    endpoint_url: str | None = None,
+    stack: str | None = None,
 ) -> list[str]:
-    """The job's story, one line a step: uploaded, waited, each attempt, how it ended."""
+    """The job's story, one line a step: uploaded, waited, each attempt, how it ended.
+
+    `endpoint_url` (the demo's emulator) goes into the log commands; `stack` into the redrive's.
+    """
     version = f" (version {job.version_id})" if job.version_id else ""
-    lines = [f"{job.location}{version}", f"  job        {job.job_id}: {job.state}"]
+    lines = [f"{job.location}{version}", f"  job        {job.job_id}: {_state(job)}"]
     if job.uploaded_at:
         lines.append(f"  uploaded   {job.uploaded_at}")
     lines.append(f"  recorded   {when(job.recorded_at)}")
@@ -91,15 +132,31 @@ def timeline(
         lines.append(f"  waiting    for a slot since {when(job.ready_at)}")
     if job.attempt_count > len(job.attempts):
         lines.append(f"  ({job.attempt_count - len(job.attempts)} earlier attempts not kept)")
+    previous: Attempt | None = None
     for attempt in job.attempts:
-        lines += attempt_lines(attempt, log_group=log_group, container=container)
+        if previous is not None and previous.stopped_at is not None:
+            # The retry's delay, then its turn behind the jobs that were waiting before it.
+            waited = duration(attempt.claimed_at - previous.stopped_at)
+            lines.append(f"  waited     {waited} before attempt {attempt.number}")
+        previous = attempt
+        lines += attempt_lines(
+            attempt,
+            log_group=log_group,
+            container=container,
+            endpoint_url=endpoint_url,
+            day=day_of(job.recorded_at),
+        )
     if job.redrives:
-        lines.append(f"  redriven   {job.redrives} time(s)")
+        lines.append(f"  redriven   {job.redrives} time(s), the last from {job.last_redrive_of}")
     if job.state == "waiting" and job.attempts and job.ready_at is not None:
-        lines.append(f"  next       attempt {job.attempt_count + 1} from {when(job.ready_at)}")
+        reason = f" ({job.reason})" if job.reason else ""
+        lines.append(
+            f"  next       attempt {job.attempt_count + 1} from {when(job.ready_at)}{reason}"
+        )
     if job.state == "failed":
         lines.append(f"  failed     {job.reason or 'no reason recorded'}")
-        lines.append("  replay     python -m jobctl redrive --stack <stack>")
+        where = f"--stack {stack}" if stack else "--stack <stack>"
+        lines.append(f"  replay     python -m jobctl redrive {where}")
     if job.state == "succeeded" and result_prefix:
         lines.append(f"  result     s3://{job.bucket}/{result_prefix}{job.key}.json")
     return lines
@@ -119,21 +176,94 @@ def parse_target(target: str, bucket: str | None) -> tuple[str, str]:
     return bucket, target
 
 
-def show(store: Any, outputs: Mapping[str, Any], target: str, say: Printer) -> int:
-    """Print every job of the upload's key (newest last); 1 if there is none."""
+def result_note(s3: Any, bucket: str, key: str) -> str:
+    """Whether the result object is there, as S3 says."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", error))
+        return f"(not found: {code})"
+    except BotoCoreError as error:
+        return f"(not checked: {error})"
+    written = head.get("LastModified")
+    at = f", written {when(written.timestamp())}" if written is not None else ""
+    return f"({head.get('ContentLength', 0)} bytes{at})"
+
+
+def show(
+    store: Any,
+    outputs: Mapping[str, Any],
+    target: str,
+    say: Printer,
+    *,
+    endpoint_url: str | None = None,
+    stack: str | None = None,
+    s3: Any = None,
+) -> int:
+    """Print every job of the upload's key (oldest first); 1 if there is none."""
     bucket, key = parse_target(target, outputs.get("bucketName"))
     jobs = store.jobs_of(bucket, key)
     if not jobs:
+        elsewhere = (
+            f" (the stack's bucket is {outputs['bucketName']})"
+            if outputs.get("bucketName") not in (None, bucket)
+            else ""
+        )
         say(
-            f"no job for s3://{bucket}/{key}: not uploaded under the upload prefix, or its "
-            "record has expired (jobRecordDays)"
+            f"no job for s3://{bucket}/{key}{elsewhere}: not uploaded under the upload prefix "
+            "(or as a result), or its record has expired (jobRecordDays)"
         )
         return 1
+    result_prefix = outputs.get("resultPrefix")
     for number, job in enumerate(jobs):
         if number:
             say("")
-        for line in timeline(
-            job, log_group=outputs.get("logGroupName"), result_prefix=outputs.get("resultPrefix")
-        ):
+        lines = timeline(
+            job,
+            log_group=outputs.get("logGroupName"),
+            result_prefix=result_prefix,
+            endpoint_url=endpoint_url,
+            stack=stack,
+        )
+        if job.state == "succeeded" and result_prefix:
+            client = s3 if s3 is not None else boto3.client("s3")
+            lines[-1] += " " + result_note(client, job.bucket, f"{result_prefix}{job.key}.json")
+        for line in lines:
             say(line)
     return 0
+
+
+def register(commands: Any) -> None:
+    look = commands.add_parser(
+        "show",
+        help="what happened to one upload: its job's timeline and the commands to read its logs",
+        description=(
+            "Print the timeline of every job of one upload's key from the job table: uploaded, "
+            "waited, each attempt (task, capacity provider, start, stop, exit code, reason), "
+            "the result object, with the AWS CLI command that reads each attempt's logs. Name "
+            "the upload as s3://bucket/key, or as a key of the stack's bucket. Changes nothing."
+        ),
+    )
+    look.add_argument("target", metavar="s3://BUCKET/KEY | KEY", help="the upload")
+    stacks.add_arguments(look)
+    look.set_defaults(command=command)
+
+
+def command(args: argparse.Namespace, say: Printer) -> int:
+    try:
+        found = stacks.read_stack(args.stack, args.endpoint_url)
+        store = stacks.job_store(found.outputs)
+        return show(
+            store,
+            found.outputs,
+            args.target,
+            say,
+            endpoint_url=found.endpoint_url,
+            stack=args.stack,
+        )
+    except (StackError, ValueError) as error:
+        say(f"error: {error}")
+        return 2
+    except (StoreError, ClientError, BotoCoreError) as error:
+        say(f"error: reading the job of {args.target} failed: {error}")
+        return 1

@@ -185,8 +185,23 @@ def test_the_readme_command_runs_the_generated_sample_end_to_end() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no files given: uploading a generated sample of 3 files" in done.stdout
     assert "3 of 3 uploads processed successfully" in done.stdout
-    for step in ("emulator", "provision", "upload", "event", "task", "exit", "result", "loop"):
+    for step in ("emulator", "provision", "upload", "event", "runner", "task", "exit", "stopped",
+                 "result", "show", "loop"):  # fmt: skip
         assert re.search(rf"^{step}\b", done.stdout, re.MULTILINE), step
+    # Each task's stop reaches the runner as EventBridge delivers it, and settles its job.
+    assert done.stdout.count("stopped  EssentialContainerExited") == 3
+    assert done.stdout.count("→ runner: job succeeded") == 3
+    # What `jobctl show` prints for the first upload of the sample.
+    shown = done.stdout.split("\nshow     ", 1)[1]
+    assert "s3://" in shown.splitlines()[1]
+    assert "quarterly report 2026.csv" in shown.splitlines()[1]
+    assert "succeeded after 1 attempt" in shown
+    assert "attempt 1  FARGATE  task " in shown
+    assert "succeeded; EssentialContainerExited; exit 0" in shown
+    assert "logs: aws logs get-log-events --endpoint-url http://127.0.0.1:" in shown
+    assert re.search(
+        r"result     s3://\S+/results/uploads/quarterly report 2026\.csv\.json \(\d+ bytes", shown
+    )
 
 
 def test_paths_read_from_stdin_are_processed_until_end_of_input(tmp_path: Path) -> None:
@@ -240,15 +255,34 @@ def test_watch_mode_processes_files_dropped_into_the_folder_until_ctrl_c(tmp_pat
     assert "1 of 1 uploads processed successfully" in output
 
 
-def test_a_burst_waits_in_the_backlog_and_drains_without_exceeding_the_cap() -> None:
+def test_a_burst_waits_for_slots_drains_without_exceeding_the_cap_and_retries_an_interruption() -> (
+    None
+):
     result, lines = run([], burst=10, overrides={"maxConcurrentTasks": 3})
     assert result.exit_code == 0, "\n".join(lines)
     assert len(result.outcomes) == 10
     assert all(outcome.ok for outcome in result.outcomes)
-    pictures = [re.findall(r"\d+", line) for line in lines if line.startswith("backlog ")]
+    pictures = [re.findall(r"\d+", line) for line in lines if line.startswith("waiting ")]
     waiting = [int(numbers[0]) for numbers in pictures]
     running = [int(numbers[1]) for numbers in pictures]
-    assert max(waiting) >= 7, "the burst never waited in the backlog"
+    assert max(waiting) >= 7, "the burst never waited for a slot"
     assert max(running) == 3
     assert waiting[-1] == 0
     assert "status   tasks         0 pending, 0 running (cap 3)" in lines
+    assert "status   batch         10 of 10 done (10 succeeded, 0 failed)" in "\n".join(lines)
+
+    # One task was interrupted as Spot reclaims one; the runner retried it, and it succeeded.
+    (interrupted,) = [o for o in result.outcomes if any(run.interrupted for run in o.runs)]
+    first, second = interrupted.runs
+    assert (first.attempt, first.exit_code, first.stop_code) == (1, 143, "SpotInterruption")
+    assert (second.attempt, second.exit_code) == (2, 0)
+    assert any(
+        line.startswith(f"spot     {interrupted.key}: task ") and "exit 143" in line
+        for line in lines
+    )
+    assert f"retried  {interrupted.key}: interrupted on attempt 1, succeeded on attempt 2" in lines
+    timeline = "\n".join(lines).split(f"retried  {interrupted.key}", 1)[1]
+    assert "succeeded after 2 attempts" in timeline
+    assert "attempt 1  FARGATE_SPOT  task " + first.task_arn.rsplit("/", 1)[-1] in timeline
+    assert "spot-interruption; SpotInterruption; exit 143" in timeline
+    assert "attempt 2  FARGATE_SPOT  task " + second.task_arn.rsplit("/", 1)[-1] in timeline

@@ -1,4 +1,6 @@
-"""`python -m jobctl redrive` against the emulator: queued failures become tasks again."""
+"""`python -m jobctl redrive` against the emulator: every kind of message the queues hold is
+replayed through the deployed runner's code, and a failed job waits again on its own record,
+once however often its message is replayed."""
 
 from __future__ import annotations
 
@@ -12,10 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import job_record
 import pytest
+import reports
 
+from jobctl.emulator import hold_tasks_running
 from jobctl.evaluate import PROJECT_DIR
 from jobctl.redrive import run
+from jobctl.runner import SWEEP_EVENT
+from tests.fakes.job_table import create_job_table
+from tests.jobctl.conftest import Deployment
 
 RUNNER_ROLE_TRUST = {
     "Version": "2012-10-17",
@@ -29,19 +37,16 @@ RUNNER_ROLE_TRUST = {
 }
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """What `pulumi up` would have left behind, made directly in the emulator."""
+@dataclass
+class Deployed(Deployment):
+    """What `pulumi up` would have left behind, made directly in the emulator: the runner
+    Lambda (its configuration is what the redrive loads), its table and queues."""
 
-    cluster_arn: str
-    function: str
-    dead_letter_url: str
-    failed_jobs_url: str
+    function: str = ""
 
 
-@pytest.fixture
-def deployment(emulator_env: str) -> Deployment:
-    name = f"redrive-{uuid.uuid4().hex[:8]}"
+def create_stack(name: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The resources, the runner's environment and the stack's outputs."""
     ec2 = boto3.client("ec2")
     ecs = boto3.client("ecs")
     sqs = boto3.client("sqs")
@@ -58,85 +63,75 @@ def deployment(emulator_env: str) -> Deployment:
         memory="512",
         containerDefinitions=[{"name": "job", "image": "job:latest", "memory": 512}],
     )["taskDefinition"]["taskDefinitionArn"]
+    queues = {
+        variable: sqs.create_queue(QueueName=f"{name}-{suffix}")["QueueUrl"]
+        for variable, suffix in (
+            ("BACKLOG_QUEUE_URL", "backlog"),
+            ("DEAD_LETTER_QUEUE_URL", "dlq"),
+            ("FAILED_JOBS_QUEUE_URL", "failed"),
+        )
+    }
+    env = {
+        "CLUSTER_ARN": cluster_arn,
+        "TASK_DEFINITION_ARN": task_definition,
+        "CONTAINER_NAME": "job",
+        "SUBNETS": subnet,
+        "SECURITY_GROUPS": group,
+        "ASSIGN_PUBLIC_IP": "ENABLED",
+        "CAPACITY_PROVIDER": "FARGATE",
+        "RESULT_PREFIX": "results/",
+        **queues,
+        "STATE_TABLE": create_job_table(boto3.client("dynamodb"), f"{name}-jobs"),
+        "MAX_CONCURRENT_TASKS": "0",
+        "JOB_LOG_GROUP": "/jobs/job",
+    }
+    outputs = {
+        "bucketName": "uploads-bucket",
+        "deadLetterQueueUrl": queues["DEAD_LETTER_QUEUE_URL"],
+        "failedJobsQueueUrl": queues["FAILED_JOBS_QUEUE_URL"],
+        "jobTableName": env["STATE_TABLE"],
+    }
+    return env, outputs
+
+
+@pytest.fixture
+def deployed(emulator_env: str) -> Deployed:
+    hold_tasks_running(emulator_env)  # as the demo does: tasks stay RUNNING until StopTask
+    name = f"redrive-{uuid.uuid4().hex[:8]}"
+    env, outputs = create_stack(name)
     role = boto3.client("iam").create_role(
         RoleName=name, AssumeRolePolicyDocument=json.dumps(RUNNER_ROLE_TRUST)
     )["Role"]["Arn"]
     package = io.BytesIO()
     with zipfile.ZipFile(package, "w") as archive:
         archive.write(PROJECT_DIR / "taskrunner" / "handler.py", "handler.py")
-    dead_letter_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    backlog_url = sqs.create_queue(QueueName=f"{name}-backlog")["QueueUrl"]
     boto3.client("lambda").create_function(
         FunctionName=name,
         Runtime="python3.13",
         Role=role,
         Handler="handler.handler",
         Code={"ZipFile": package.getvalue()},
-        Environment={
-            "Variables": {
-                "CLUSTER_ARN": cluster_arn,
-                "TASK_DEFINITION_ARN": task_definition,
-                "CONTAINER_NAME": "job",
-                "SUBNETS": subnet,
-                "SECURITY_GROUPS": group,
-                "ASSIGN_PUBLIC_IP": "ENABLED",
-                "CAPACITY_PROVIDER": "FARGATE",
-                "RESULT_PREFIX": "results/",
-                "BACKLOG_QUEUE_URL": backlog_url,
-                "DEAD_LETTER_QUEUE_URL": dead_letter_url,
-                "MAX_CONCURRENT_TASKS": "0",
-            }
-        },
+        Environment={"Variables": env},
     )
-    return Deployment(
-        cluster_arn=cluster_arn,
-        function=name,
-        dead_letter_url=dead_letter_url,
-        failed_jobs_url=sqs.create_queue(QueueName=f"{name}-failed")["QueueUrl"],
+    from jobctl.runner import load_runner
+
+    # The runner that made the failures: the same code and configuration the redrive loads.
+    runner = load_runner(env, emit_metric=lambda line: None)
+    return Deployed(outputs, env, runner, function=name)
+
+
+def redrive(deployed: Deployed, *, dry_run: bool = False) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    code = run(
+        stack=None,
+        dead_letter_queue_url=deployed.outputs["deadLetterQueueUrl"],
+        failed_jobs_queue_url=deployed.outputs["failedJobsQueueUrl"],
+        function=deployed.function,
+        dry_run=dry_run,
+        limit=100,
+        say=lines.append,
     )
-
-
-def s3_event(key: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "eventTime": "2026-11-28T10:00:00.000Z",
-                "s3": {
-                    "bucket": {"name": "uploads-bucket"},
-                    "object": {"key": key, "sequencer": "0062A1B2C3D4E5F601", "size": 3},
-                },
-            }
-        ]
-    }
-
-
-def dead_letter_record(encoded_key: str) -> str:
-    return json.dumps(
-        {
-            "version": "1.0",
-            "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
-            "requestPayload": s3_event(encoded_key),
-            "responsePayload": {"errorMessage": "RunTask failures: RESOURCE:MEMORY"},
-        }
-    )
-
-
-def failed_job_message(cluster_arn: str, key: str) -> str:
-    return json.dumps(
-        {
-            "taskArn": f"{cluster_arn.replace(':cluster/', ':task/')}/0f1e2d3c",
-            "stopCode": "EssentialContainerExited",
-            "stoppedReason": "Essential container in task exited",
-            "exitCode": "6",
-            "environment": [
-                {"name": "S3_BUCKET", "value": "uploads-bucket"},
-                {"name": "S3_KEY", "value": key},
-            ],
-            "logStream": "job/job/{task id}",
-        }
-    )
+    return code, lines
 
 
 def queue_depth(url: str) -> int:
@@ -147,85 +142,162 @@ def queue_depth(url: str) -> int:
     return sum(int(value) for value in attributes.values())
 
 
-def started_keys(deployment: Deployment) -> list[str]:
+def tasks_of(deployed: Deployed, key: str) -> list[str]:
+    """The tasks ECS started for the key, oldest first."""
     ecs = boto3.client("ecs")
-    arns = ecs.list_tasks(cluster=deployment.cluster_arn)["taskArns"]
+    arns = ecs.list_tasks(cluster=deployed.env["CLUSTER_ARN"])["taskArns"]
     if not arns:
         return []
-    tasks = ecs.describe_tasks(cluster=deployment.cluster_arn, tasks=arns)["tasks"]
-    return sorted(
-        item["value"]
-        for task in tasks
+    described = ecs.describe_tasks(cluster=deployed.env["CLUSTER_ARN"], tasks=arns)["tasks"]
+    return [
+        task["taskArn"]
+        for task in described
         for override in task["overrides"]["containerOverrides"]
         for item in override.get("environment", [])
-        if item["name"] == "S3_KEY"
-    )
+        if item["name"] == "S3_KEY" and item["value"] == key
+    ]
 
 
-def fill(deployment: Deployment) -> None:
+def failed_job_message(deployed: Deployed, key: str) -> str:
+    """The runner's own report of a job that ran and exited 6 (taken off the queue)."""
+    deployed.upload(key)
+    deployed.stop(key, exit_code=6)
     sqs = boto3.client("sqs")
-    sqs.send_message(
-        QueueUrl=deployment.dead_letter_url, MessageBody=dead_letter_record("uploads/a+b.csv")
+    url = deployed.outputs["failedJobsQueueUrl"]
+    (sent,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=sent["ReceiptHandle"])
+    return str(sent["Body"])
+
+
+def send(deployed: Deployed, output: str, body: str, **extra: Any) -> None:
+    boto3.client("sqs").send_message(QueueUrl=deployed.outputs[output], MessageBody=body, **extra)
+
+
+def lambda_failure(payload: Any) -> str:
+    return json.dumps(
+        {
+            "version": "1.0",
+            "requestContext": {
+                "requestId": uuid.uuid4().hex,
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": 3,
+            },
+            "requestPayload": payload,
+            "responsePayload": {"errorMessage": "the runner failed (injected)"},
+        }
     )
-    sqs.send_message(
-        QueueUrl=deployment.failed_jobs_url,
-        MessageBody=failed_job_message(deployment.cluster_arn, "uploads/été.csv"),
-    )
 
 
-def redrive(deployment: Deployment, *, dry_run: bool) -> tuple[int, list[str]]:
-    lines: list[str] = []
-    code = run(
-        stack=None,
-        dead_letter_queue_url=deployment.dead_letter_url,
-        failed_jobs_queue_url=deployment.failed_jobs_url,
-        function=deployment.function,
-        dry_run=dry_run,
-        limit=100,
-        say=lines.append,
-    )
-    return code, lines
-
-
-def test_a_dry_run_lists_every_message_and_changes_nothing(deployment: Deployment) -> None:
-    fill(deployment)
-    code, lines = redrive(deployment, dry_run=True)
-    assert code == 0, lines
-    text = "\n".join(lines)
-    assert (
-        "dead-letter  uploads/a b.csv: RetriesExhausted: RunTask failures: RESOURCE:MEMORY" in text
-    )
-    assert "failed-jobs  uploads/été.csv: EssentialContainerExited" in text
-    assert "logs: job/job/0f1e2d3c" in text
-    # Each message once, however high the limit: listed messages stay hidden until the end.
-    assert sum("would restart it (dry run)" in line for line in lines) == 2
-    assert queue_depth(deployment.dead_letter_url) == 1
-    assert queue_depth(deployment.failed_jobs_url) == 1
-    assert started_keys(deployment) == []
-
-
-def test_a_redrive_restarts_each_upload_and_only_then_deletes_its_message(
-    deployment: Deployment,
+def test_a_failed_job_waits_again_on_its_own_record_and_its_next_attempt_starts(
+    deployed: Deployed,
 ) -> None:
-    fill(deployment)
-    code, lines = redrive(deployment, dry_run=False)
+    key = "uploads/été 2026.csv"
+    send(deployed, "failedJobsQueueUrl", failed_job_message(deployed, key))
+    before = deployed.job(key)
+
+    code, lines = redrive(deployed)
+
     assert code == 0, lines
-    assert started_keys(deployment) == ["uploads/a b.csv", "uploads/été.csv"]
-    assert queue_depth(deployment.dead_letter_url) == 0
-    assert queue_depth(deployment.failed_jobs_url) == 0
-    assert lines[-1] == "2 restarted, 0 kept after a failed restart, 0 unreadable (left in place)"
+    after = deployed.job(key)
+    assert after.job_id == before.job_id  # the same record, not a new one
+    assert (after.state, after.attempt_count, after.redrives) == ("starting", 2, 1)
+    assert len(tasks_of(deployed, key)) == 2
+    assert queue_depth(deployed.outputs["failedJobsQueueUrl"]) == 0
+    text = "\n".join(lines)
+    assert f"failed-jobs  {key} after 1 attempts: job-failure" in text
+    assert "its job waits again for attempt 2" in text
+    assert "sweep    the runner's sweep started 1 tasks" in text
+    assert lines[-1] == "1 restarted, 0 kept after a failed restart, 0 unreadable (left in place)"
 
 
-def test_a_message_that_cannot_be_restarted_stays_in_its_queue(deployment: Deployment) -> None:
-    boto3.client("sqs").send_message(QueueUrl=deployment.dead_letter_url, MessageBody="{oops")
-    code, lines = redrive(deployment, dry_run=False)
+def test_replaying_the_same_message_twice_redrives_once(deployed: Deployed) -> None:
+    key = "uploads/twice.csv"
+    body = failed_job_message(deployed, key)
+    send(deployed, "failedJobsQueueUrl", body)
+    send(deployed, "failedJobsQueueUrl", body)  # delivered twice, or replayed from a copy
+
+    code, lines = redrive(deployed)
+    assert code == 0, lines
+    assert len(tasks_of(deployed, key)) == 2  # the failed one, and one more
+    assert deployed.job(key).redrives == 1
+    assert any("nothing to restart" in line for line in lines)
+
+    send(deployed, "failedJobsQueueUrl", body)  # and once more, later
+    redrive(deployed)
+    assert len(tasks_of(deployed, key)) == 2
+
+
+def test_a_job_that_never_ran_is_restarted_from_the_runners_dead_letter(
+    deployed: Deployed,
+) -> None:
+    runner = deployed.runner
+    job = job_record.new_job(
+        bucket="uploads-bucket", key="uploads/refused.csv", job_id=uuid.uuid4().hex, now=1000.0
+    )
+    created, _ = runner.store.create(job)
+    failed = runner.store.apply(
+        created, job_record.failed(created, now=1001.0, reason="ECS refused to start it: x")
+    )
+    reports.Reporter(runner.store, runner.settings, runner.services).failure(failed)
+    assert queue_depth(deployed.outputs["deadLetterQueueUrl"]) == 1
+
+    code, lines = redrive(deployed)
+
+    assert code == 0, lines
+    assert "dead-letter  uploads/refused.csv: ECS refused to start it: x" in lines
+    assert deployed.job("uploads/refused.csv").job_id == job.job_id
+    assert len(tasks_of(deployed, "uploads/refused.csv")) == 1
+    assert queue_depth(deployed.outputs["deadLetterQueueUrl"]) == 0
+
+
+def test_lambdas_records_of_an_upload_a_task_stop_and_a_sweep_are_replayed(
+    deployed: Deployed,
+) -> None:
+    from tests.jobctl.conftest import s3_event
+
+    send(deployed, "deadLetterQueueUrl", lambda_failure(s3_event("uploads/lost upload.csv")))
+    deployed.upload("uploads/lost stop.csv")
+    stop = deployed.stop("uploads/lost stop.csv", exit_code=0, deliver=False)
+    send(deployed, "deadLetterQueueUrl", lambda_failure(stop))
+    send(deployed, "deadLetterQueueUrl", lambda_failure(dict(SWEEP_EVENT)))
+
+    code, lines = redrive(deployed)
+
+    assert code == 0, lines
+    assert len(tasks_of(deployed, "uploads/lost upload.csv")) == 1
+    assert deployed.job("uploads/lost stop.csv").state == "succeeded"
+    assert queue_depth(deployed.outputs["deadLetterQueueUrl"]) == 0
+    assert lines[-1] == "3 restarted, 0 kept after a failed restart, 0 unreadable (left in place)"
+
+
+def test_a_dry_run_lists_every_message_and_changes_nothing(deployed: Deployed) -> None:
+    key = "uploads/dry.csv"
+    send(deployed, "failedJobsQueueUrl", failed_job_message(deployed, key))
+    send(deployed, "deadLetterQueueUrl", lambda_failure({"Records": []}))
+
+    code, lines = redrive(deployed, dry_run=True)
+
+    assert code == 1  # the empty on-failure record is unreadable: left for a person
+    text = "\n".join(lines)
+    assert "would make its failed job wait again (it made 1 attempts) (dry run)" in text
+    # Each message once, however high the limit: listed messages stay hidden until the end.
+    assert sum("(dry run)" in line for line in lines) == 1
+    assert queue_depth(deployed.outputs["failedJobsQueueUrl"]) == 1
+    assert queue_depth(deployed.outputs["deadLetterQueueUrl"]) == 1
+    assert deployed.job(key).state == "failed"
+    assert len(tasks_of(deployed, key)) == 1
+
+
+def test_a_message_that_cannot_be_read_stays_in_its_queue(deployed: Deployed) -> None:
+    send(deployed, "deadLetterQueueUrl", "{oops")
+    code, lines = redrive(deployed)
     assert code == 1
     assert any("is not JSON" in line for line in lines)
-    assert queue_depth(deployment.dead_letter_url) == 1
+    assert queue_depth(deployed.outputs["deadLetterQueueUrl"]) == 1
 
 
-def test_the_command_line_redrive_reads_its_queues_from_flags(deployment: Deployment) -> None:
-    fill(deployment)
+def test_the_command_line_redrive_reads_its_queues_from_flags(deployed: Deployed) -> None:
+    send(deployed, "failedJobsQueueUrl", failed_job_message(deployed, "uploads/cli.csv"))
     done = subprocess.run(
         [
             sys.executable,
@@ -234,9 +306,9 @@ def test_the_command_line_redrive_reads_its_queues_from_flags(deployment: Deploy
             "redrive",
             "--dry-run",
             "--dead-letter-queue-url",
-            deployment.dead_letter_url,
+            deployed.outputs["deadLetterQueueUrl"],
             "--failed-jobs-queue-url",
-            deployment.failed_jobs_url,
+            deployed.outputs["failedJobsQueueUrl"],
         ],
         cwd=PROJECT_DIR,
         capture_output=True,
@@ -245,7 +317,7 @@ def test_the_command_line_redrive_reads_its_queues_from_flags(deployment: Deploy
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "would restart it (dry run)" in done.stdout
+    assert "would replay its event through the runner (dry run)" in done.stdout
 
 
 def test_without_pulumi_or_flags_the_redrive_says_what_to_pass(
