@@ -28,6 +28,8 @@ ATTRIBUTE_TYPES: Mapping[str, str] = {
     "sk": "S",
     "waitShard": "S",
     "readyAt": "N",
+    "delayShard": "S",
+    "retryAt": "N",
     "sweepShard": "S",
     "sweepSince": "N",
     "recordedHour": "S",

@@ -63,9 +63,6 @@ from jobctl.session import (
 
 FOLLOW_SECONDS = 30 * 60.0  # bounds one upload's wait (the dev stack's task timeout)
 TICK_SECONDS = 2.0  # a line while a task runs silently, so a person sees it is alive
-# The runner waits 30 s before retrying an interrupted task; the demo compresses it, as it does
-# the backlog's delays (provision.DEMO_RETRY_SECONDS).
-DEMO_RETRY_FIRST_DELAY = 1.0
 
 
 @dataclass
@@ -344,7 +341,6 @@ def _run_on_emulator(
         runner = load_runner(
             pipeline.runner_env,
             emit_metric=publish_metric,
-            retry_first_delay=DEMO_RETRY_FIRST_DELAY,
         )
         demo = Demo(
             pipeline,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -32,6 +31,7 @@ from urllib.parse import quote_plus, unquote_plus
 import boto3
 from job_record import Job
 from job_store import JobStore, StoreError
+from reports import job_id_named
 from sweep import is_sweep_event
 from task_events import is_task_event
 from uploads import Recorder
@@ -44,8 +44,6 @@ Kind = Literal["upload", "task-stop", "sweep"]
 Printer = Callable[[str], None]
 RECEIVE_BATCH = 10
 VISIBILITY_SECONDS = 120  # long enough to restart one message's work before others see it
-# The runner's redriveOf: "<job id>#<claims>" (reports.redrive_of).
-_RUNNER_REDRIVE_OF = re.compile(r"([0-9a-f]{32})#\d+")
 
 
 class RedriveError(Exception):
@@ -205,14 +203,14 @@ def _keys_of(event: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _job_named(event: Mapping[str, Any]) -> JobRef | None:
     """The job a runner's own dead letter replays: its redriveOf starts with the job's id."""
-    found = _RUNNER_REDRIVE_OF.fullmatch(str(event.get(REDRIVE_FIELD) or ""))
+    job_id = job_id_named(event.get(REDRIVE_FIELD))
     records = event.get("Records") or []
-    if found is None or len(records) != 1 or not isinstance(records[0], dict):
+    if job_id is None or len(records) != 1 or not isinstance(records[0], dict):
         return None
     s3 = records[0].get("s3") or {}
     bucket = (s3.get("bucket") or {}).get("name")
     (key,) = _keys_of(event)
-    return JobRef(str(bucket), key, found[1]) if bucket else None
+    return JobRef(str(bucket), key, job_id) if bucket else None
 
 
 def _dead_letter(message: Mapping[str, Any], body: dict[str, Any]) -> Replay:
@@ -329,7 +327,7 @@ def restart(replay: Replay, runner: RunnerHandle) -> Restart:
             # The runner's own redrive of the record (uploads.Recorder), as an S3 event
             # carrying redriveOf would make it, had the event kept the upload's identity.
             redrive_of = replay.redrive_of or replay.message_id
-            written = Recorder(runner.store, runner.services)._redrive(job, redrive_of)
+            written = Recorder(runner.store, runner.services).redrive(job, redrive_of)
             if written.state != "waiting":
                 return Restart(False, "its record changed meanwhile: kept for the next redrive")
             return Restart(

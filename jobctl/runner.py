@@ -6,7 +6,6 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -78,15 +77,11 @@ class LoadedRunner:
 def load_runner(
     env: Mapping[str, str],
     emit_metric: Callable[[str], None] | None = None,
-    *,
-    retry_first_delay: float | None = None,
 ) -> LoadedRunner:
     """Import the handler with the Lambda's environment (it reads its settings at import).
 
     The environment is this process's own again afterwards: the handler keeps what it read.
     `emit_metric` receives the embedded-metric lines the runner writes to stdout in Lambda.
-    `retry_first_delay` shortens the wait before a task's retry (the runner's 30 s), which no
-    variable sets: the demo compresses time, as it does the backlog's.
     """
     saved = dict(os.environ)
     os.environ.update(env)
@@ -100,8 +95,4 @@ def load_runner(
         os.environ.update(saved)
     if emit_metric is not None:
         module.SERVICES.emit_metric = emit_metric
-    if retry_first_delay is not None:
-        settings = module.SETTINGS
-        shortened = replace(settings, retry=replace(settings.retry, first_delay=retry_first_delay))
-        setattr(module, "SETTINGS", shortened)  # noqa: B010 - the handler reads it per call
     return LoadedRunner(module)

@@ -66,7 +66,7 @@ def announce_stop(demo: Demo, stopped: Stopped) -> str:
     job = latest_job(demo.runner.store, demo.pipeline, stopped.running.key)
     verdict = state
     if job is not None and job.state == "waiting" and job.current is not None:
-        wait = max(0.0, (job.ready_at or time.time()) - time.time())
+        wait = max(0.0, (job.retry_at or time.time()) - time.time())
         verdict = f"waiting: {job.current.cause}, attempt {job.attempt_count + 1} in {wait:.0f} s"
     elif job is not None and job.state == "failed":
         verdict = f"failed: {job.reason}"

@@ -135,7 +135,7 @@ def timeline(
     previous: Attempt | None = None
     for attempt in job.attempts:
         if previous is not None and previous.stopped_at is not None:
-            # The retry's delay, then its turn behind the jobs that were waiting before it.
+            # The retry's delay, then its turn among those waiting (in its first place).
             waited = duration(attempt.claimed_at - previous.stopped_at)
             lines.append(f"  waited     {waited} before attempt {attempt.number}")
         previous = attempt
@@ -148,11 +148,11 @@ def timeline(
         )
     if job.redrives:
         lines.append(f"  redriven   {job.redrives} time(s), the last from {job.last_redrive_of}")
-    if job.state == "waiting" and job.attempts and job.ready_at is not None:
+    if job.state == "waiting" and job.attempts:
         reason = f" ({job.reason})" if job.reason else ""
-        lines.append(
-            f"  next       attempt {job.attempt_count + 1} from {when(job.ready_at)}{reason}"
-        )
+        # In its delay: it may start from then, in its place; after, it waits for a slot.
+        start = f"from {when(job.retry_at)}" if job.retry_at is not None else "when a slot is free"
+        lines.append(f"  next       attempt {job.attempt_count + 1} {start}{reason}")
     if job.state == "failed":
         lines.append(f"  failed     {job.reason or 'no reason recorded'}")
         where = f"--stack {stack}" if stack else "--stack <stack>"

@@ -214,7 +214,7 @@ def read_status(
     return Status(
         waiting=max(0, stats.in_progress - slots.active),
         oldest_wait=(
-            now - oldest[0].ready_at if oldest and oldest[0].ready_at is not None else None
+            now - since if oldest and (since := oldest[0].waiting_since) is not None else None
         ),
         parked=queue_depth(sqs, outputs["backlogQueueUrl"]),
         pending=pending,

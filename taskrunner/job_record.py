@@ -79,9 +79,10 @@ class Job:
     state: State
     version: int  # bumped by every write; a write expects the version it read
     recorded_at: float
-    # When it became ready for its current (or next) attempt: its place among those waiting,
-    # kept while it starts so that an attempt ECS refuses goes back to the same place.
+    # Its place among those waiting: when it first became ready, kept while it starts and
+    # through its retries, so that an attempt ECS refuses, or a retry, goes back to its place.
     ready_at: float | None = None
+    retry_at: float | None = None  # while a retry's delay runs: when it may start again
     version_id: str | None = None
     uploaded_at: str | None = None  # the S3 event's eventTime, as S3 wrote it
     size: int | None = None
@@ -114,6 +115,14 @@ class Job:
     def attempts_in_budget(self) -> int:
         """Attempts that count against the retry limit: those since the last redrive."""
         return self.attempt_count - self.budget_from
+
+    @property
+    def waiting_since(self) -> float | None:
+        """When it last began to wait: recorded, or its last attempt stopped."""
+        if self.state != "waiting":
+            return None
+        stopped = self.current.stopped_at if self.current is not None else None
+        return max(filter(None, (self.ready_at, stopped)), default=None)
 
     @property
     def needs_sweep(self) -> bool:
@@ -165,6 +174,8 @@ def claim(job: Job, *, now: float, default_provider: str) -> Job:
     """Take a slot for the next attempt: waiting -> starting."""
     if job.state != "waiting":
         raise TransitionError(f"{job.location} is {job.state}, not waiting")
+    if job.retry_at is not None and job.retry_at > now:
+        raise TransitionError(f"{job.location} waits out its retry's delay")
     attempt = Attempt(
         number=job.attempt_count + 1,
         claim=job.claims + 1,
@@ -174,6 +185,7 @@ def claim(job: Job, *, now: float, default_provider: str) -> Job:
     return replace(
         job,
         state="starting",
+        retry_at=None,
         active_since=now,
         attempts=(*job.attempts, attempt)[-KEPT_ATTEMPTS:],
         attempt_count=attempt.number,
@@ -278,10 +290,12 @@ def stopped(job: Job, number: int, stop: Stop, after: Next, *, now: float) -> Jo
     if after.outcome == "succeeded":
         return replace(done, state="succeeded", finished_at=now, reason=None, reported=True)
     if after.outcome == "retry":
+        # It keeps its place (`ready_at`): once its delay is over it goes before the jobs that
+        # came after it, not behind a backlog that grew while it ran.
         return replace(
             done,
             state="waiting",
-            ready_at=now + after.delay,
+            retry_at=now + after.delay,
             # Once on FARGATE for a job that must finish, it stays there.
             next_provider=after.provider or job.next_provider,
             reason=clip(after.reason),
@@ -311,6 +325,13 @@ def failed(job: Job, *, now: float, reason: str) -> Job:
     )
 
 
+def due(job: Job, *, now: float) -> Job:
+    """A retry's delay is over: it waits in its place with the others."""
+    if job.state != "waiting" or job.retry_at is None or job.retry_at > now:
+        raise TransitionError(f"{job.location} has no retry due")
+    return replace(job, retry_at=None)
+
+
 def reported(job: Job) -> Job:
     """Its failure was sent to the failed-jobs or dead-letter queue."""
     if job.state != "failed":
@@ -328,6 +349,7 @@ def redriven(job: Job, *, now: float, redrive_of: str) -> Job:
         job,
         state="waiting",
         ready_at=now,
+        retry_at=None,
         finished_at=None,
         reason=None,
         reported=True,

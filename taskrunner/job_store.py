@@ -9,9 +9,10 @@ the scheduler's:
   never exceeded; and the account's task limit as ECS last stated it.
 - `#scheduler`/`stats`: running totals for `jobctl status` (best effort).
 
-Indexes: `waiting` (jobs waiting, by the time they became ready: the scheduler takes the
-oldest) and `sweep` (tasks under way and failures not yet reported: what the sweep looks at),
-each sharded so that a burst's writes spread over partitions; `recent` (every job by the hour it
+Indexes: `waiting` (jobs waiting, by their place: the scheduler takes the oldest), `delayed`
+(retries waiting out their delay, by when it ends: the sweep puts them back in their place) and
+`sweep` (tasks under way and failures not yet reported: what the sweep looks at), each sharded
+so that a burst's writes spread over partitions; `recent` (every job by the hour it
 was recorded, keys only, written once per job: `jobctl jobs`). A job is in an index only while
 it has that index's key attributes, which the codec writes from its state.
 """
@@ -36,19 +37,22 @@ logger = logging.getLogger("taskrunner")
 
 SHARDS = 4  # per index; a deployed table's shards must never shrink (queries cover them all)
 WAITING_INDEX = "waiting"
+DELAYED_INDEX = "delayed"
 SWEEP_INDEX = "sweep"
 RECENT_INDEX = "recent"
 # Every index the table declares, with its key attributes: infra/runner.py creates them.
 INDEXES: Mapping[str, tuple[str, str]] = {
     WAITING_INDEX: ("waitShard", "readyAt"),
+    DELAYED_INDEX: ("delayShard", "retryAt"),
     SWEEP_INDEX: ("sweepShard", "sweepSince"),
     RECENT_INDEX: ("recordedHour", "recordedAt"),
 }
 # What the runner itself queries; jobctl reads the others (the table's keys, `recent`) with a
 # person's credentials, so the Lambda is granted these alone (infra/runner.py).
-RUNNER_QUERIES = (WAITING_INDEX, SWEEP_INDEX)
+RUNNER_QUERIES = (WAITING_INDEX, DELAYED_INDEX, SWEEP_INDEX)
 INDEX_PROJECTIONS: Mapping[str, str] = {
     WAITING_INDEX: "ALL",
+    DELAYED_INDEX: "ALL",
     SWEEP_INDEX: "ALL",
     RECENT_INDEX: "KEYS_ONLY",
 }
@@ -130,6 +134,7 @@ def encode(job: Job, *, record_days: int) -> dict[str, Any]:
     }
     optional: dict[str, object] = {
         "readyAt": job.ready_at,
+        "retryAt": job.retry_at,
         "versionId": job.version_id,
         "uploadedAt": job.uploaded_at,
         "size": job.size,
@@ -142,7 +147,9 @@ def encode(job: Job, *, record_days: int) -> dict[str, Any]:
     item |= {name: _value(value) for name, value in optional.items() if value is not None}
     if job.attempts:
         item["attempts"] = {"L": [_attempt_item(attempt) for attempt in job.attempts]}
-    if job.state == "waiting" and job.ready_at is not None:
+    if job.state == "waiting" and job.retry_at is not None:
+        item["delayShard"] = {"S": shard_of(job.job_id, DELAYED_INDEX)}
+    elif job.state == "waiting" and job.ready_at is not None:
         item["waitShard"] = {"S": shard_of(job.job_id, WAITING_INDEX)}
     if job.needs_sweep:
         item["sweepShard"] = {"S": shard_of(job.job_id, SWEEP_INDEX)}
@@ -213,6 +220,7 @@ def decode(item: Mapping[str, Any]) -> Job:
         version=int(raw["version"]),
         recorded_at=float(raw["recordedAt"]),
         ready_at=_optional_float(raw, "readyAt"),
+        retry_at=_optional_float(raw, "retryAt"),
         version_id=_optional_str(raw, "versionId"),
         uploaded_at=_optional_str(raw, "uploadedAt"),
         size=_optional_int(raw, "size"),
@@ -501,6 +509,24 @@ class JobStore:
                 Limit=wanted,
             )
         items.sort(key=lambda item: (float(item[sort]["N"]), item[SORT_KEY]["S"]))
+        return [decode(item) for item in items[:wanted]]
+
+    def due_retries(self, *, by: float, wanted: int) -> list[Job]:
+        """Retries whose delay is over by `by`, the longest due first."""
+        shard_key, sort = INDEXES[DELAYED_INDEX]
+        items: list[dict[str, Any]] = []
+        for number in range(SHARDS):
+            items += self._query(
+                IndexName=DELAYED_INDEX,
+                KeyConditionExpression="#s = :s AND #r <= :r",
+                ExpressionAttributeNames={"#s": shard_key, "#r": sort},
+                ExpressionAttributeValues={
+                    ":s": {"S": f"{DELAYED_INDEX[0]}{number}"},
+                    ":r": _number(by),
+                },
+                Limit=wanted,
+            )
+        items.sort(key=lambda item: float(item[sort]["N"]))
         return [decode(item) for item in items[:wanted]]
 
     def needing_sweep(self) -> list[Job]:

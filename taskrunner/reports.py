@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus
@@ -58,6 +59,15 @@ def attempt_summary(attempt: Attempt, container: str) -> dict[str, Any]:
 def redrive_of(job: Job) -> str:
     """What a redrive of this failure names: the job and how far it had come."""
     return f"{job.job_id}#{job.claims}"
+
+
+_REDRIVE_OF = re.compile(r"([0-9a-f]{32})#\d+")
+
+
+def job_id_named(redrive_of: object) -> str | None:
+    """The job id a `redrive_of` names, if the runner wrote it (older ones name a task)."""
+    found = _REDRIVE_OF.fullmatch(redrive_of) if isinstance(redrive_of, str) else None
+    return found[1] if found else None
 
 
 def failed_job_message(job: Job, settings: RunnerSettings) -> dict[str, Any]:

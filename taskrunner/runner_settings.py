@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from retry_policy import RetryRules
+from retry_policy import FIRST_RETRY_DELAY_SECONDS, MAX_RETRY_DELAY_SECONDS, RetryRules
 
 AssignPublicIp = Literal["ENABLED", "DISABLED"]
 CapacityProvider = Literal["FARGATE", "FARGATE_SPOT"]
@@ -40,6 +40,8 @@ DEFAULT_WAIT_TIMEOUT_SECONDS = 14 * 24 * 3600
 RECORD_DAYS_BOUNDS = (1, 3650)
 DEFAULT_RECORD_DAYS = 30
 TASK_TIMEOUT_BOUNDS = (0, 30 * 24 * 3600)  # 0: no limit
+# A task's first retry waits this long, doubling to MAX_RETRY_DELAY_SECONDS (retry_policy).
+RETRY_DELAY_BOUNDS = (1, int(MAX_RETRY_DELAY_SECONDS))
 
 _CLUSTER_ARN = re.compile(r"arn:[a-z-]+:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}")
 _TASK_DEFINITION_ARN = re.compile(
@@ -157,6 +159,9 @@ def load_settings(environ: Mapping[str, str]) -> RunnerSettings:
         retry_exit_codes=_exit_codes(environ, "TASK_RETRY_EXIT_CODES", problems),
         retry_timeouts=_flag(environ, "TASK_RETRY_TIMEOUTS", problems),
         spot_fallback=_flag(environ, "SPOT_FALLBACK_TO_FARGATE", problems),
+        first_delay=number(
+            "TASK_RETRY_DELAY_SECONDS", RETRY_DELAY_BOUNDS, int(FIRST_RETRY_DELAY_SECONDS)
+        ),
     )
     wait_timeout = number("WAIT_TIMEOUT_SECONDS", WAIT_TIMEOUT_BOUNDS, DEFAULT_WAIT_TIMEOUT_SECONDS)
     record_days = number("JOB_RECORD_DAYS", RECORD_DAYS_BOUNDS, DEFAULT_RECORD_DAYS)

@@ -118,6 +118,7 @@ class Sweep:
         for job in active:
             assert job.current is not None
             self.act(job, looks.get(job.current.task_arn or "", Look()), now)
+        due = self.retries_due(now)
         # One look at the oldest waiting serves the wait limit, the fill and the gauge.
         try:
             waiting = self.store.oldest_waiting(ready_by=now, wanted=WAIT_TIMEOUT_BATCH)
@@ -125,7 +126,9 @@ class Sweep:
             logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
             waiting = []
         failed = self.fail_overdue(waiting, now)
-        report = self.scheduler.fill(listed=[job for job in waiting if job.job_id not in failed])
+        report = self.scheduler.fill(
+            due, listed=[job for job in waiting if job.job_id not in failed]
+        )
         self.done["started"] = len(report.started)
         self.measure(now, len(active), waiting)
         return self.done
@@ -214,16 +217,32 @@ class Sweep:
             self.store.apply(job, job_record.stop_requested(job, attempt.number, "timeout"))
         self._count("timed out")
 
+    def retries_due(self, now: float) -> list[Job]:
+        """Retries whose delay is over go back to their place among those waiting."""
+        try:
+            delayed = self.store.due_retries(by=now, wanted=WAIT_TIMEOUT_BATCH)
+        except StoreError as error:
+            logger.warning(json.dumps({"sweep": "retries unreadable", "error": str(error)}))
+            return []
+        due: list[Job] = []
+        for job in delayed:
+            try:
+                due.append(self.store.apply(job, job_record.due(job, now=now)))
+            except (Conflict, StoreError, job_record.TransitionError):
+                continue  # another sweep promoted it, or the index was stale: next minute
+            self._count("retry due")
+        return due
+
     def fail_overdue(self, waiting: Iterable[Job], now: float) -> set[str]:
         """Jobs that waited longer than the limit fail, saying so; returns their ids."""
         limit = self.settings.wait_timeout_seconds
         failed: set[str] = set()
         for job in waiting:
-            if job.ready_at is None or job.ready_at > now - limit:
+            since = job.waiting_since
+            if since is None or since > now - limit:
                 continue
-            ready = job.ready_at if job.ready_at is not None else now
             reason = (
-                f"waited {(now - ready) / 3600:.1f} h for a task slot, longer than "
+                f"waited {(now - since) / 3600:.1f} h for a task slot, longer than "
                 f"the limit of {limit / 3600:.1f} h (waitTimeoutMinutes)"
             )
             try:
@@ -244,7 +263,8 @@ class Sweep:
             logger.warning(json.dumps({"sweep": "gauges unreadable", "error": str(error)}))
             return
         waited = max(
-            (now - job.ready_at for job in waiting_jobs if job.ready_at is not None), default=0.0
+            (now - since for job in waiting_jobs if (since := job.waiting_since) is not None),
+            default=0.0,
         )
         waiting = max(0, stats.in_progress - active)
         # The oldest wait always: the backlog alarm takes its absence for a sweep that stopped.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypedDict
 
 import job_record
+import reports
 from backlog import (
     BatchResponse,
     dead_letter,
@@ -121,6 +122,13 @@ class Recorder:
 
     def record(self, upload: Upload) -> tuple[Job, str]:
         """The upload's job and what recording it did: recorded, duplicate or redriven."""
+        named = reports.job_id_named(upload.redrive_of)
+        if named is not None:
+            # The job the failure report named, whatever identity the replayed event kept (a
+            # report without the upload's sequencer gives the event another one).
+            job = self.store.get(upload.bucket, upload.key, named)
+            if job is not None:
+                return self._redrive_or_keep(job, upload.redrive_of)
         job, created = self.store.create(job_for(upload, self.services.clock()))
         if created:
             totals = self.store.count(recorded=1)
@@ -130,11 +138,15 @@ class Recorder:
                     replace(totals, recorded=totals.recorded - 1), job.recorded_at
                 )
             return job, "recorded"
-        if upload.redrive_of and job.state == "failed" and job.last_redrive_of != upload.redrive_of:
-            return self._redrive(job, upload.redrive_of), "redriven"
+        return self._redrive_or_keep(job, upload.redrive_of)
+
+    def _redrive_or_keep(self, job: Job, redrive_of: str | None) -> tuple[Job, str]:
+        if redrive_of and job.state == "failed" and job.last_redrive_of != redrive_of:
+            return self.redrive(job, redrive_of), "redriven"
         return job, "duplicate"
 
-    def _redrive(self, job: Job, redrive_of: str) -> Job:
+    def redrive(self, job: Job, redrive_of: str) -> Job:
+        """The failed job waits again, once per `redrive_of`; the job as it is now recorded."""
         for _ in range(2):  # a record changing under us (a report being marked) is re-read once
             try:
                 after = job_record.redriven(job, now=self.services.clock(), redrive_of=redrive_of)

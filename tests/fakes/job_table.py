@@ -17,7 +17,7 @@ from job_store import (  # noqa: E402 - found through the path above
     SORT_KEY,
 )
 
-NUMBERS = {"readyAt", "sweepSince", "recordedAt"}  # the indexes' range keys are numbers
+NUMBERS = {"readyAt", "retryAt", "sweepSince", "recordedAt"}  # the indexes' range keys are numbers
 
 
 def create_job_table(dynamodb: Any, name: str) -> str:

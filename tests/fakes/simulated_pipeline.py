@@ -52,7 +52,14 @@ if str(TASKRUNNER_DIR) not in sys.path:  # the Lambda package's modules are top-
 
 from backlog import MAX_RECEIVES  # noqa: E402 - found through the path above
 from dispatch import route  # noqa: E402
-from job_store import INDEX_PROJECTIONS, INDEXES, SWEEP_INDEX, WAITING_INDEX, decode  # noqa: E402
+from job_store import (  # noqa: E402
+    DELAYED_INDEX,
+    INDEX_PROJECTIONS,
+    INDEXES,
+    SWEEP_INDEX,
+    WAITING_INDEX,
+    decode,
+)
 from runner_settings import RunnerSettings, load_settings  # noqa: E402
 from services import MAX_ATTEMPTS, READ_TIMEOUT_SECONDS, Services  # noqa: E402
 
@@ -495,6 +502,7 @@ def settle(outcome: Outcome, after: float) -> None:
             and not outcome.ecs.in_flight
             and outcome.lambdas.stats.concurrent == 0
             and outcome.dynamodb.count(TABLE, WAITING_INDEX) == 0
+            and outcome.dynamodb.count(TABLE, DELAYED_INDEX) == 0
             and outcome.dynamodb.count(TABLE, SWEEP_INDEX) == 0
         )
         if settled:

@@ -80,7 +80,7 @@ def what_the_runner_writes(stack: Evaluation, dynamodb: Any) -> set[Metric]:
     reporter.ended(job("waiting", attempt(cause="spot-interruption", **ran)))
     # A retry waiting for its delay: the sweep counts it (and, with nothing waiting, would
     # write the oldest wait alone) but starts nothing.
-    later = replace(job("waiting", attempt(cause="spot-interruption", **ran)), ready_at=NOW + 600)
+    later = replace(job("waiting", attempt(cause="spot-interruption", **ran)), retry_at=NOW + 600)
     store.create(later)
     store.count(recorded=1)
     Sweep(settings, services).run()

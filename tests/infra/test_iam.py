@@ -154,9 +154,13 @@ def test_the_runner_may_use_its_job_table_and_query_only_the_indexes_it_reads(
         "dynamodb:GetItem": [arn],
         "dynamodb:PutItem": [arn],
         "dynamodb:UpdateItem": [arn],
-        "dynamodb:Query": [f"{arn}/index/waiting", f"{arn}/index/sweep"],
+        "dynamodb:Query": [
+            f"{arn}/index/waiting",
+            f"{arn}/index/delayed",
+            f"{arn}/index/sweep",
+        ],
     }
-    assert sorted(indexes) == ["recent", "sweep", "waiting"]
+    assert sorted(indexes) == ["delayed", "recent", "sweep", "waiting"]
 
 
 def test_the_runner_sends_failed_jobs_dead_letters_and_parked_uploads_only_to_their_queues(

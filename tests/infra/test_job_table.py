@@ -65,6 +65,8 @@ def test_the_table_is_keyed_indexed_and_expired_as_the_runners_job_store_reads_i
         "sk": "S",
         "waitShard": "S",
         "readyAt": "N",
+        "delayShard": "S",
+        "retryAt": "N",
         "sweepShard": "S",
         "sweepSince": "N",
         "recordedHour": "S",

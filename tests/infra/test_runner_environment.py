@@ -24,11 +24,12 @@ import reports
 from job_record import Attempt
 from runner_settings import RunnerSettings, SettingsError, load_settings
 
-# Variables the program leaves to the runner's defaults on purpose: the backlog's retry pacing
-# (the demo shortens it), and the exit codes to retry when none are listed.
+# Variables the program leaves to the runner's defaults on purpose: the backlog's and a task
+# retry's pacing (the demo shortens them), and the exit codes to retry when none are listed.
 LEFT_TO_THE_RUNNERS_DEFAULT = {
     "BACKLOG_FIRST_RETRY_SECONDS",
     "BACKLOG_MAX_RETRY_SECONDS",
+    "TASK_RETRY_DELAY_SECONDS",
     "TASK_RETRY_EXIT_CODES",
 }
 

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -110,6 +110,14 @@ class Deployment:
             self.runner(event, None)
         return event
 
+    def retry_now(self, key: str) -> None:
+        """The retry of `key` is due (its delay passed, as if the clock had moved on), and the
+        minute's sweep runs: it puts the retry back in its place and starts it."""
+        job = self.job(key)
+        assert job.retry_at is not None, f"{key} is not waiting out a retry's delay: {job}"
+        self.store.apply(job, replace(job, retry_at=time.time() - 1))
+        self.runner.sweep()
+
     def messages(self, output: str) -> list[dict[str, Any]]:
         """Every message in the queue an output names (made visible again afterwards)."""
         sqs = boto3.client("sqs")
@@ -180,8 +188,7 @@ def deploy(*, cap: int = 0, capacity_provider: str = "FARGATE_SPOT") -> Deployme
         "jobTableName": table,
         "maxConcurrentTasks": cap,
     }
-    # No retry delay: a retried job is ready at once, so the stop's own fill starts it.
-    runner = load_runner(env, emit_metric=lambda line: None, retry_first_delay=0.0)
+    runner = load_runner(env, emit_metric=lambda line: None)
     return Deployment(outputs, env, runner)
 
 
@@ -235,7 +242,7 @@ def emulator_stacks(
 def emulator_runner(pipeline: Pipeline) -> Deployment:
     """The runner for a stack provisioned in the emulator, its clients made now (the test's
     environment points boto3 at the emulator), as a Deployment to drive."""
-    runner = load_runner(pipeline.runner_env, emit_metric=lambda line: None, retry_first_delay=0.0)
+    runner = load_runner(pipeline.runner_env, emit_metric=lambda line: None)
     assert runner.services.dynamodb is not None
     assert runner.services.sqs is not None
     return Deployment(dict(pipeline.outputs), dict(pipeline.runner_env), runner)

@@ -66,7 +66,8 @@ def failed_job(*, attempts: int = 2, version_id: str | None = "v42") -> job_reco
     job = uploaded(version_id)
     for number in range(1, attempts + 1):
         arn = f"{TASK}{number}"
-        job = job_record.claim(job, now=1000.0 + number, default_provider="FARGATE_SPOT")
+        at = 1000.0 + 100 * number
+        job = job_record.claim(job, now=at, default_provider="FARGATE_SPOT")
         job = job_record.task_started(job, number, arn)
         last = number == attempts
         stop = job_record.Stop(
@@ -75,15 +76,15 @@ def failed_job(*, attempts: int = 2, version_id: str | None = "v42") -> job_reco
             stopped_reason="Essential container in task exited",
             exit_code=6 if last else 143,
             container_reason=None,
-            started_at=1000.0 + number,
-            stopped_at=1010.0 + number,
+            started_at=at + 1,
+            stopped_at=at + 10,
         )
         after = (
             job_record.Next("failed", "job-failure", "job-failure: exit code 6")
             if last
             else job_record.Next("retry", "spot-interruption", "spot-interruption")
         )
-        job = job_record.stopped(job, number, stop, after, now=1010.0 + number)
+        job = job_record.stopped(job, number, stop, after, now=at + 10)
     return job
 
 

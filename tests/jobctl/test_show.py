@@ -29,7 +29,8 @@ def test_an_interrupted_job_shows_both_attempts_how_each_ended_and_where_their_l
     key = "uploads/quarterly report 2026.csv"
     deployment.upload(key)
     first = deployment.task_of(key)
-    deployment.stop(key, exit_code=143, spot=True)  # the runner retries it at once
+    deployment.stop(key, exit_code=143, spot=True)
+    deployment.retry_now(key)
     second = deployment.task_of(key)
     deployment.stop(key, exit_code=0)
     boto3.client("s3").create_bucket(Bucket=BUCKET)

@@ -10,6 +10,7 @@ from job_record import (
     Stop,
     TransitionError,
     claim,
+    due,
     failed,
     new_job,
     not_started,
@@ -86,13 +87,23 @@ def test_a_task_that_exited_0_makes_the_job_succeed_and_frees_its_slot() -> None
     assert slot_change(job, done) == -1
 
 
-def test_a_retry_waits_for_its_delay_and_keeps_the_stopped_attempt_in_the_history() -> None:
-    job = task_started(claim(waiting(), now=105.0, default_provider="FARGATE_SPOT"), 1, ARN)
+def test_a_retry_waits_out_its_delay_in_its_place_and_keeps_the_stopped_attempt() -> None:
+    first = waiting()
+    job = task_started(claim(first, now=105.0, default_provider="FARGATE_SPOT"), 1, ARN)
     retry = Next("retry", "spot-interruption", "interrupted", delay=30.0, provider="FARGATE")
     again = stopped(job, 1, stop(143, "SpotInterruption"), retry, now=151.0)
-    assert (again.state, again.ready_at, again.next_provider) == ("waiting", 181.0, "FARGATE")
+    assert (again.state, again.ready_at, again.retry_at, again.next_provider) == (
+        "waiting",
+        first.ready_at,
+        181.0,
+        "FARGATE",
+    )
     assert [a.cause for a in again.attempts] == ["spot-interruption"]
-    second = claim(again, now=200.0, default_provider="FARGATE_SPOT")
+    with pytest.raises(TransitionError, match="delay"):
+        claim(again, now=180.0, default_provider="FARGATE_SPOT")
+    with pytest.raises(TransitionError, match="no retry due"):
+        due(again, now=180.0)
+    second = claim(due(again, now=181.0), now=200.0, default_provider="FARGATE_SPOT")
     assert second.current is not None
     assert (second.current.number, second.current.provider) == (2, "FARGATE")
 

@@ -163,17 +163,23 @@ def test_waiting_jobs_are_listed_oldest_first_from_every_shard(store: JobStore) 
     assert [j.ready_at for j in listed] == sorted(j.ready_at or 0 for j in created)[:10]
 
 
-def test_a_claimed_job_and_a_retry_not_yet_due_are_not_listed_as_ready(store: JobStore) -> None:
+def test_a_claimed_job_and_a_retry_in_its_delay_are_not_listed_as_waiting(
+    store: JobStore,
+) -> None:
     a, _ = store.create(job(1, now=1000.0))
     b, _ = store.create(job(2, now=1001.0))
     c, _ = store.create(job(3, now=1002.0))
     claim(store, a)
-    later = store.apply(b, replace(b, ready_at=5000.0))  # a retry's delay
-    listed = store.oldest_waiting(ready_by=2000.0, wanted=10)
-    assert [j.job_id for j in listed] == [c.job_id]
+    delayed = store.apply(b, replace(b, retry_at=5000.0))
+    assert [j.job_id for j in store.oldest_waiting(ready_by=6000.0, wanted=10)] == [c.job_id]
+    assert store.due_retries(by=4999.0, wanted=10) == []
+    (due,) = store.due_retries(by=5000.0, wanted=10)
+    assert due == delayed
+    # Its delay over, it is back in its place: before the job recorded after it.
+    store.apply(due, replace(due, retry_at=None))
     assert [j.job_id for j in store.oldest_waiting(ready_by=6000.0, wanted=10)] == [
+        b.job_id,
         c.job_id,
-        later.job_id,
     ]
 
 

@@ -91,6 +91,7 @@ def test_the_retry_and_timeout_settings_default_to_the_documented_values() -> No
     assert settings.task_timeout_seconds is None
     assert settings.wait_timeout_seconds == 14 * 24 * 3600
     assert settings.record_days == 30
+    assert settings.retry.first_delay == 30
 
 
 def test_the_retry_settings_are_read_as_the_infrastructure_writes_them() -> None:
@@ -104,6 +105,7 @@ def test_the_retry_settings_are_read_as_the_infrastructure_writes_them() -> None
             "TASK_TIMEOUT_SECONDS": "900",
             "WAIT_TIMEOUT_SECONDS": "3600",
             "JOB_RECORD_DAYS": "7",
+            "TASK_RETRY_DELAY_SECONDS": "5",
         }
     )
     assert (settings.retry.max_attempts, settings.retry.retry_exit_codes) == (5, frozenset({3, 75}))
@@ -111,6 +113,7 @@ def test_the_retry_settings_are_read_as_the_infrastructure_writes_them() -> None
     assert settings.retry.spot_fallback
     assert (settings.task_timeout_seconds, settings.wait_timeout_seconds) == (900, 3600)
     assert settings.record_days == 7
+    assert settings.retry.first_delay == 5
 
 
 @pytest.mark.parametrize(
@@ -123,6 +126,7 @@ def test_the_retry_settings_are_read_as_the_infrastructure_writes_them() -> None
         ("TASK_RETRY_TIMEOUTS", "yes", "true or false"),
         ("WAIT_TIMEOUT_SECONDS", "60", "from 600 to 1209600"),
         ("JOB_RECORD_DAYS", "0", "from 1 to 3650"),
+        ("TASK_RETRY_DELAY_SECONDS", "0", "from 1 to 600"),
         ("STATE_TABLE", "x", "DynamoDB table"),
         ("FAILED_JOBS_QUEUE_URL", "queue", "failed-jobs queue's URL"),
     ],

@@ -167,3 +167,24 @@ def test_the_sweep_reports_the_oldest_wait_every_minute_also_when_nothing_waits(
     latest = world.metrics[-1]
     assert latest["OldestWaitSeconds"] >= 300
     assert (latest["JobsWaiting"], latest["JobsRunning"]) == (1, 1)
+
+
+def test_a_retry_whose_delay_is_over_goes_before_the_jobs_recorded_after_it(
+    world: World,
+) -> None:
+    capped = world.with_settings(max_concurrent_tasks=1)
+    (first,) = capped.upload(s3_record("uploads/a.csv"))["started"].values()
+    capped.upload(s3_record("uploads/b.csv", sequencer="02"))
+    capped.stopped(first, exit_code=143, stop_code="SpotInterruption", reason="interrupted")
+    # In its delay, the retry leaves its slot to b, the next in line.
+    b_task = capped.job("uploads/b.csv").current.task_arn
+    assert b_task is not None
+    capped.upload(s3_record("uploads/c.csv", sequencer="03"))
+    assert capped.sweep()["started"] == 0  # a's delay is not over, and b holds the slot
+    capped.later(capped.settings.retry.first_delay + 1)
+    swept = capped.sweep()
+    assert (swept["retry due"], swept["started"]) == (1, 0)  # due, but the slot is b's
+    capped.stopped(b_task, exit_code=0)
+    retried = capped.job("uploads/a.csv")
+    assert (retried.state, retried.attempt_count) == ("starting", 2)
+    assert capped.job("uploads/c.csv").state == "waiting"  # recorded after a: behind it

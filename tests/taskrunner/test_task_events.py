@@ -75,7 +75,7 @@ def test_a_late_event_of_an_earlier_attempt_leaves_the_retry_alone(world: World)
     retry = world.job("uploads/a.csv")
     assert (retry.state, retry.attempt_count) == ("waiting", 1)
     # The retry's delay is over: the sweep starts attempt 2.
-    world.store.apply(retry, replace(retry, ready_at=time.time() - 1))
+    world.store.apply(retry, replace(retry, retry_at=time.time() - 1))
     world.sweep()
     second = world.job("uploads/a.csv")
     assert (second.state, second.attempt_count) == ("starting", 2)
@@ -128,6 +128,7 @@ def test_an_infrastructure_stop_is_retried_not_reported(
     world.stopped(arn, exit_code=exit_code, stop_code=stop_code, reason=reason)
     job = world.job("uploads/a.csv")
     assert job.state == "waiting"
-    assert job.ready_at is not None
-    assert job.ready_at > job.recorded_at  # after its backoff
+    assert job.ready_at == job.recorded_at  # it keeps its place
+    assert job.retry_at is not None
+    assert job.retry_at > job.recorded_at  # after its backoff
     assert world.messages("FAILED_JOBS_QUEUE_URL") == []

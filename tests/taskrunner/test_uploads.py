@@ -9,7 +9,7 @@ import pytest
 from uploads import MalformedRecordsError, TasksNotStartedError
 
 from tests.fakes.fake_ecs import Fault
-from tests.taskrunner.conftest import World, s3_record
+from tests.taskrunner.conftest import BUCKET, World, s3_record
 
 
 class FailingDynamo:
@@ -172,3 +172,19 @@ def test_a_redrive_makes_a_failed_job_wait_again_once(world: World) -> None:
     again = world.job("uploads/report.csv")
     assert (again.redrives, again.attempt_count, again.state) == (1, 2, "starting")
     assert len(world.ecs.started) == 2
+
+
+def test_a_redrive_finds_the_job_its_report_names_even_if_the_event_lost_the_upload_identity(
+    world: World,
+) -> None:
+    world.upload(s3_record("uploads/report.csv"))
+    (arn,) = world.ecs.started.values()
+    world.stopped(arn, exit_code=1)
+    (message,) = world.messages("FAILED_JOBS_QUEUE_URL")
+    redrive_of = json.loads(message["Body"])["redriveOf"]
+    # A replay built from the report alone: another sequencer, so another job id by the event.
+    replayed = s3_record("uploads/report.csv", sequencer="00FFFFFFFFFFFFFFFF")
+    world.upload(replayed, redriveOf=redrive_of)
+    (job,) = world.store.jobs_of(BUCKET, "uploads/report.csv")
+    assert (job.redrives, job.attempt_count, job.state) == (1, 2, "starting")
+    assert job.last_redrive_of == redrive_of
