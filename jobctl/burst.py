@@ -160,6 +160,6 @@ def _picture(demo: Demo, done: int, total: int) -> str:
     slots = demo.runner.store.slots()
     waiting = max(0, stats.in_progress - slots.active)
     return (
-        f"waiting  {waiting:3d} jobs   tasks {demo.fargate.listed:3d} running   "
-        f"done {done:3d} of {total}"
+        f"jobs     {waiting:3d} waiting, {demo.fargate.listed:3d} tasks running, "
+        f"{done:3d} of {total} done"
     )
