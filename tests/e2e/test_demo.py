@@ -262,7 +262,7 @@ def test_a_burst_waits_for_slots_drains_without_exceeding_the_cap_and_retries_an
     assert result.exit_code == 0, "\n".join(lines)
     assert len(result.outcomes) == 10
     assert all(outcome.ok for outcome in result.outcomes)
-    pictures = [re.findall(r"\d+", line) for line in lines if line.startswith("waiting ")]
+    pictures = [re.findall(r"\d+", line) for line in lines if line.startswith("jobs ")]
     waiting = [int(numbers[0]) for numbers in pictures]
     running = [int(numbers[1]) for numbers in pictures]
     assert max(waiting) >= 7, "the burst never waited for a slot"
