@@ -495,38 +495,28 @@ class JobStore:
         """The `wanted` oldest jobs waiting and ready by `ready_by`, oldest first, from every
         shard. The index is eventually consistent: a job may be listed that was just claimed
         (its claim then fails on the version) or miss one just recorded."""
-        shard_key, sort = INDEXES[WAITING_INDEX]
-        items: list[dict[str, Any]] = []
-        for number in range(SHARDS):
-            items += self._query(
-                IndexName=WAITING_INDEX,
-                KeyConditionExpression="#s = :s AND #r <= :r",
-                ExpressionAttributeNames={"#s": shard_key, "#r": sort},
-                ExpressionAttributeValues={
-                    ":s": {"S": f"{WAITING_INDEX[0]}{number}"},
-                    ":r": _number(ready_by),
-                },
-                Limit=wanted,
-            )
-        items.sort(key=lambda item: (float(item[sort]["N"]), item[SORT_KEY]["S"]))
-        return [decode(item) for item in items[:wanted]]
+        return self._earliest(WAITING_INDEX, by=ready_by, wanted=wanted)
 
     def due_retries(self, *, by: float, wanted: int) -> list[Job]:
         """Retries whose delay is over by `by`, the longest due first."""
-        shard_key, sort = INDEXES[DELAYED_INDEX]
+        return self._earliest(DELAYED_INDEX, by=by, wanted=wanted)
+
+    def _earliest(self, index: str, *, by: float, wanted: int) -> list[Job]:
+        """The `wanted` jobs of an index whose sort key is at most `by`, earliest first."""
+        shard_key, sort = INDEXES[index]
         items: list[dict[str, Any]] = []
         for number in range(SHARDS):
             items += self._query(
-                IndexName=DELAYED_INDEX,
+                IndexName=index,
                 KeyConditionExpression="#s = :s AND #r <= :r",
                 ExpressionAttributeNames={"#s": shard_key, "#r": sort},
                 ExpressionAttributeValues={
-                    ":s": {"S": f"{DELAYED_INDEX[0]}{number}"},
+                    ":s": {"S": f"{index[0]}{number}"},
                     ":r": _number(by),
                 },
                 Limit=wanted,
             )
-        items.sort(key=lambda item: float(item[sort]["N"]))
+        items.sort(key=lambda item: (float(item[sort]["N"]), item[SORT_KEY]["S"]))
         return [decode(item) for item in items[:wanted]]
 
     def needing_sweep(self) -> list[Job]:

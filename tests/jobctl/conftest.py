@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from moto import mock_aws
 from moto.moto_api import state_manager
 
 from jobctl.emulator import HELD_TASKS, TASK_MODEL, emulator_environment, hold_tasks_running
-from jobctl.evaluate import evaluate
+from jobctl.evaluate import PROJECT_DIR, evaluate
 from jobctl.fargate import EXITED_REASON, SPOT_REASON, stopped_event
 from jobctl.provision import Pipeline, provision
 from jobctl.runner import LoadedRunner, load_runner
@@ -246,3 +248,15 @@ def emulator_runner(pipeline: Pipeline) -> Deployment:
     assert runner.services.dynamodb is not None
     assert runner.services.sqs is not None
     return Deployment(dict(pipeline.outputs), dict(pipeline.runner_env), runner)
+
+
+def jobctl_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m jobctl ARGS` as a user runs it, from the project's folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobctl", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -12,10 +10,9 @@ import job_record
 import pytest
 
 from jobctl.__main__ import main
-from jobctl.evaluate import PROJECT_DIR
 from jobctl.jobs import UsageError, list_jobs, parse_since
 from jobctl.provision import Pipeline
-from tests.jobctl.conftest import BUCKET, Deployment, emulator_runner
+from tests.jobctl.conftest import BUCKET, Deployment, emulator_runner, jobctl_command
 
 
 def listed(deployment: Deployment, **options: object) -> list[str]:
@@ -134,15 +131,9 @@ def test_the_command_lists_the_jobs_in_the_emulator_and_how_to_show_one(
     key = f"uploads/listed {uuid.uuid4().hex[:6]}.csv"
     dev.upload(key)
     dev.stop(key, exit_code=6)
-    done = subprocess.run(
-        [sys.executable, "-m", "jobctl", "jobs", "--endpoint-url", emulator_env, "--state",
-         "failed", "--since", "10m"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )  # fmt: skip
+    done = jobctl_command(
+        "jobs", "--endpoint-url", emulator_env, "--state", "failed", "--since", "10m"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (row,) = [line for line in done.stdout.splitlines() if key in line]
     assert "  failed  " in row

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 
 import boto3
 import pytest
 
-from jobctl.evaluate import PROJECT_DIR
 from jobctl.provision import Pipeline
 from jobctl.show import parse_target, show
-from tests.jobctl.conftest import BUCKET, LOG_GROUP, Deployment, emulator_runner
+from tests.jobctl.conftest import BUCKET, LOG_GROUP, Deployment, emulator_runner, jobctl_command
 
 
 def shown(deployment: Deployment, target: str, **options: object) -> tuple[int, str]:
@@ -120,14 +117,7 @@ def test_the_command_reads_a_job_in_the_emulator_the_demo_provisions(
     dev.upload(key)
     task = dev.task_of(key)
     dev.stop(key, exit_code=0)
-    done = subprocess.run(
-        [sys.executable, "-m", "jobctl", "show", "--endpoint-url", emulator_env, key],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = jobctl_command("show", "--endpoint-url", emulator_env, key)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"s3://{dev.outputs['bucketName']}/{key}"
@@ -140,14 +130,8 @@ def test_the_command_reads_a_job_in_the_emulator_the_demo_provisions(
 
 
 def test_a_stack_not_in_the_emulator_is_reported_as_a_failed_read(emulator_env: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "jobctl", "show", "--stack", "prod", "--endpoint-url",
-         emulator_env, "uploads/a.csv"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )  # fmt: skip
+    done = jobctl_command(
+        "show", "--stack", "prod", "--endpoint-url", emulator_env, "uploads/a.csv"
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("error: reading the job of uploads/a.csv failed")

@@ -3,8 +3,6 @@ the runner writes, ECS and SQS."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from jobctl.__main__ import main
-from jobctl.evaluate import PROJECT_DIR
 from jobctl.provision import Pipeline
 from jobctl.status import CLEAR_SCREEN, Progress, Status, progress_bar, read_status, watch
-from tests.jobctl.conftest import Deployment, deploy
+from tests.jobctl.conftest import Deployment, deploy, jobctl_command
 
 
 def status(**changes: object) -> Status:
@@ -180,14 +177,9 @@ def test_the_command_reads_the_emulator_the_demo_prints(
     emulator_stacks: Callable[[str], Pipeline], emulator_env: str
 ) -> None:
     emulator_stacks("prod")
-    done = subprocess.run(
-        [sys.executable, "-m", "jobctl", "status", "--stack", "prod", "--endpoint-url",
-         emulator_env, "--watch", "0.1", "--times", "2"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = jobctl_command(
+        "status", "--stack", "prod", "--endpoint-url", emulator_env, "--watch", "0.1",
+        "--times", "2",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(f"status of the emulator at {emulator_env} at ") == 2
