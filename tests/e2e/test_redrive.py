@@ -22,8 +22,7 @@ from jobctl.emulator import hold_tasks_running
 from jobctl.evaluate import PROJECT_DIR
 from jobctl.redrive import run
 from jobctl.runner import SWEEP_EVENT
-from tests.fakes.job_table import create_job_table
-from tests.jobctl.conftest import Deployment
+from tests.jobctl.conftest import Deployment, create_stack
 
 RUNNER_ROLE_TRUST = {
     "Version": "2012-10-17",
@@ -45,60 +44,11 @@ class Deployed(Deployment):
     function: str = ""
 
 
-def create_stack(name: str) -> tuple[dict[str, str], dict[str, Any]]:
-    """The resources, the runner's environment and the stack's outputs."""
-    ec2 = boto3.client("ec2")
-    ecs = boto3.client("ecs")
-    sqs = boto3.client("sqs")
-    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName=name, Description="jobs", VpcId=vpc)["GroupId"]
-    cluster_arn = ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
-    task_definition = ecs.register_task_definition(
-        family=f"{name}-job",
-        requiresCompatibilities=["FARGATE"],
-        networkMode="awsvpc",
-        cpu="256",
-        memory="512",
-        containerDefinitions=[{"name": "job", "image": "job:latest", "memory": 512}],
-    )["taskDefinition"]["taskDefinitionArn"]
-    queues = {
-        variable: sqs.create_queue(QueueName=f"{name}-{suffix}")["QueueUrl"]
-        for variable, suffix in (
-            ("BACKLOG_QUEUE_URL", "backlog"),
-            ("DEAD_LETTER_QUEUE_URL", "dlq"),
-            ("FAILED_JOBS_QUEUE_URL", "failed"),
-        )
-    }
-    env = {
-        "CLUSTER_ARN": cluster_arn,
-        "TASK_DEFINITION_ARN": task_definition,
-        "CONTAINER_NAME": "job",
-        "SUBNETS": subnet,
-        "SECURITY_GROUPS": group,
-        "ASSIGN_PUBLIC_IP": "ENABLED",
-        "CAPACITY_PROVIDER": "FARGATE",
-        "RESULT_PREFIX": "results/",
-        **queues,
-        "STATE_TABLE": create_job_table(boto3.client("dynamodb"), f"{name}-jobs"),
-        "MAX_CONCURRENT_TASKS": "0",
-        "JOB_LOG_GROUP": "/jobs/job",
-    }
-    outputs = {
-        "bucketName": "uploads-bucket",
-        "deadLetterQueueUrl": queues["DEAD_LETTER_QUEUE_URL"],
-        "failedJobsQueueUrl": queues["FAILED_JOBS_QUEUE_URL"],
-        "jobTableName": env["STATE_TABLE"],
-    }
-    return env, outputs
-
-
 @pytest.fixture
 def deployed(emulator_env: str) -> Deployed:
     hold_tasks_running(emulator_env)  # as the demo does: tasks stay RUNNING until StopTask
     name = f"redrive-{uuid.uuid4().hex[:8]}"
-    env, outputs = create_stack(name)
+    env, outputs = create_stack(name, capacity_provider="FARGATE")
     role = boto3.client("iam").create_role(
         RoleName=name, AssumeRolePolicyDocument=json.dumps(RUNNER_ROLE_TRUST)
     )["Role"]["Arn"]

@@ -135,7 +135,18 @@ class Deployment:
 def deploy(*, cap: int = 0, capacity_provider: str = "FARGATE_SPOT") -> Deployment:
     """Inside mock_aws: the network, cluster, task definition, job table and queues the program
     declares, and the runner with the environment it gives the Lambda."""
-    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    env, outputs = create_stack(
+        f"jobs-{uuid.uuid4().hex[:8]}", cap=cap, capacity_provider=capacity_provider
+    )
+    runner = load_runner(env, emit_metric=lambda line: None)
+    return Deployment(outputs, env, runner)
+
+
+def create_stack(
+    name: str, *, cap: int = 0, capacity_provider: str = "FARGATE_SPOT"
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The stack's resources, made directly (moto in-process, or the emulator): the runner's
+    environment and the stack's outputs."""
     ec2 = boto3.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     # moto builds the task's ENI DNS name and fails without this.
@@ -190,8 +201,7 @@ def deploy(*, cap: int = 0, capacity_provider: str = "FARGATE_SPOT") -> Deployme
         "jobTableName": table,
         "maxConcurrentTasks": cap,
     }
-    runner = load_runner(env, emit_metric=lambda line: None)
-    return Deployment(outputs, env, runner)
+    return env, outputs
 
 
 @pytest.fixture
