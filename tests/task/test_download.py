@@ -7,10 +7,12 @@ The fake clients below (`FakeS3`) cannot presign, so they exercise the reads thr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -309,6 +311,33 @@ def test_a_range_that_fails_directly_is_read_again_through_boto3(
     assert [presigned(request) for request in third] == [True, False]
     [retry] = [line for line in log_lines(capsys.readouterr().out) if line["event"] == "retry"]
     assert reason in retry["reason"]
+
+
+def test_ranges_read_again_through_boto3_stay_within_the_part_buffers(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Memory is bounded by part_size x (concurrency + 1) whatever happens to the ranges: a range
+    # read again through boto3 must land in its part's buffer, not beside it in new bytes.
+    part, concurrency = 1024 * 1024, 3
+    server = RangedS3(os.urandom(12 * part))
+    for index in range(4, 12):  # once every buffer is made: 503 SlowDown on each later range
+        server.fail_next(index * part, Fault.UNAVAILABLE)
+    digest = hashlib.sha256()
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k")
+        client.get_object(Bucket="b", Key="k", Range="bytes=0-0")["Body"].read()  # boto3 set up
+        tracemalloc.start()
+        try:
+            for chunk in iter_chunks(client, obj, part, concurrency, read_size=64 * 1024):
+                digest.update(chunk)
+            _now, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert digest.hexdigest() == hashlib.sha256(server.data).hexdigest()
+    retries = [line for line in log_lines(capsys.readouterr().out) if line["event"] == "retry"]
+    assert len(retries) == 8
+    assert peak < (concurrency + 1) * part + part // 2
 
 
 def test_a_range_that_trickles_is_read_as_it_comes_and_not_taken_for_a_stall(
