@@ -58,6 +58,7 @@ from task.http_ranges import (
     RangeFailed,
     RangeRead,
     ResponseHead,
+    enable_read_ahead,
     is_reusable,
     request_head,
 )
@@ -369,6 +370,7 @@ def _tls_context(client: S3Client) -> ssl.SSLContext:
     # create_default_context() without the system's store: loading it costs ~30 ms of CPU at
     # every start, for certificates botocore does not trust either (it uses its own bundle).
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    enable_read_ahead(context)
     context.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
     if verify is False:
         context.check_hostname = False

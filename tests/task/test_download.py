@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import ssl
 import threading
 import time
 import tracemalloc
@@ -407,6 +408,17 @@ def test_direct_reads_trust_only_the_bundle_botocore_trusts_not_the_system_store
     # The one certificate of the bundle: the system's store (~140 CAs) is never loaded.
     assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "127.0.0.1"),),)]
     assert context.check_hostname
+
+
+def test_direct_reads_over_tls_read_records_ahead(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _tls, certificate = server_context(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate))
+    client = client_for("https://127.0.0.1:9", monkeypatch)
+    tuned: list[ssl.SSLContext] = []
+    monkeypatch.setattr(download, "enable_read_ahead", tuned.append)
+    assert tuned == [download._tls_context(client)]
 
 
 def test_the_object_is_described_by_a_presigned_head_on_the_connection_the_first_range_reuses(
