@@ -256,8 +256,12 @@ def iter_chunks(
     *,
     on_first_request: Callable[[], None] | None = None,
     direct: DirectHead | None = None,
+    views: bool = False,
 ) -> ChunkStream:
     """The object's bytes in order, while up to `concurrency` ranges download ahead.
+
+    With `views`, the direct reads hand out read-only memoryviews of their part buffers, each
+    valid until the next chunk is asked for (`task.objects.takes_views`), instead of copies.
 
     The direct reads request their first ranges at once, so the bytes arrive while the
     processor is still being set up (importing numpy, say). `on_first_request` is called as
@@ -289,6 +293,7 @@ def iter_chunks(
         read_size=read_size,
         on_first_request=on_first_request,
         idle=idle,
+        views=views,
     )
     reads.start()
     return reads
@@ -413,8 +418,10 @@ class _DirectReads:
         read_size: int,
         on_first_request: Callable[[], None] | None = None,
         idle: list[socket.socket] | None = None,
+        views: bool = False,
     ) -> None:
         self._client = client
+        self._views = views
         self._on_first_request = on_first_request
         self._obj = obj
         self._presigned = presigned
@@ -463,11 +470,14 @@ class _DirectReads:
                     self._pump(block=True)
                 ready = self._ready.pop(index)
                 length = min(self._part_size, self._obj.size - index * self._part_size)
-                with memoryview(ready) as body:
-                    for offset in range(0, length, self._read_size):
-                        chunk = body[offset : min(offset + self._read_size, length)].tobytes()
-                        self._pump(block=False)  # keep connections draining meanwhile
-                        yield chunk
+                # Not released after: a processor may keep a view past its time (its bytes
+                # then change, as documented), but must not make releasing it fail.
+                body = memoryview(ready).toreadonly()
+                for offset in range(0, length, self._read_size):
+                    view = body[offset : min(offset + self._read_size, length)]
+                    chunk = view if self._views else view.tobytes()
+                    self._pump(block=False)  # keep connections draining meanwhile
+                    yield chunk  # type: ignore[misc] # memoryviews only where asked for
                 self._free.append(ready)
         finally:
             self._release()

@@ -206,6 +206,23 @@ def test_direct_reads_hand_out_every_byte_in_order_in_chunks_of_at_most_the_read
     assert all(presigned(request) for request in server.gets())
 
 
+def test_direct_reads_hand_out_read_only_views_of_their_buffers_only_where_asked(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(5 * DIRECT_PART + 7))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k")
+        copies = list(iter_chunks(client, obj, DIRECT_PART, 2, read_size=20_000))
+        viewed = b""
+        for view in iter_chunks(client, obj, DIRECT_PART, 2, read_size=20_000, views=True):
+            assert isinstance(view, memoryview)
+            assert view.readonly  # the processor cannot write into the download's buffers
+            viewed += view
+    assert all(type(chunk) is bytes for chunk in copies)
+    assert b"".join(copies) == viewed == server.data
+
+
 @pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
 def test_every_direct_range_is_pinned_to_the_version_read_at_the_start(
     aws_env: None, monkeypatch: pytest.MonkeyPatch, versioned: bool
