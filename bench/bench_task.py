@@ -127,6 +127,7 @@ class Run:
     confined: Confined
     server_cpu_seconds: float  # nginx's, over the run
     startup_cpu_seconds: float | None  # the job's, exec to its first range request
+    retried_ranges: int = 0  # the job's ranges read again through botocore (its retry lines)
 
     @property
     def mib_per_vcpu_second(self) -> float:
@@ -270,6 +271,13 @@ def reader_command(reader: str, task_python: str, key: str) -> tuple[list[str], 
     return [sys.executable, readers, "awscrt", BUCKET, key], {"PYTHONPATH": str(REPO)}
 
 
+def retried_ranges(output: str) -> int:
+    """How many ranges the job logged as read again through botocore (a fallback costs CPU)."""
+    return sum(
+        1 for line in output.splitlines() if line.startswith("{") and '"event": "retry"' in line
+    )
+
+
 def job_startup_cpu(output: str) -> float | None:
     """The firstRangeCpuSeconds of the job's finish line, if it logged one."""
     for line in output.splitlines():
@@ -297,7 +305,7 @@ def measure(
     server_before = server.worker_cpu_seconds()
     confined = run_confined(argv, vcpus, {**env, **extra}, REPO, name=f"bench-task-{os.getpid()}")
     server_cpu = server.worker_cpu_seconds() - server_before
-    startup = None
+    startup, retried = None, 0
     if reader in (JOB, FRAME):
         result_key = f"results/{key}.json"
         result = json.loads(s3.get_object(Bucket=BUCKET, Key=result_key)["Body"].read())
@@ -308,9 +316,10 @@ def measure(
         if any(result.get(name) != value for name, value in wanted.items()):
             raise SystemExit(f"{reader} got it wrong: {result}, expected {wanted}")
         startup = job_startup_cpu(confined.output)
+        retried = retried_ranges(confined.output)
     elif f"{expected.sha256} {expected.newlines}" not in confined.output:
         raise SystemExit(f"{reader} got it wrong: {confined.output[-500:]}, expected {expected}")
-    return Run(protocol, reader, vcpus, size_mib, confined, server_cpu, startup)
+    return Run(protocol, reader, vcpus, size_mib, confined, server_cpu, startup, retried)
 
 
 def print_startup_steps(task_python: str, env: dict[str, str], samples: int, key: str) -> None:
@@ -539,7 +548,9 @@ def check_memory(  # noqa: PLR0917 - one call site per protocol, each naming all
     verdict(
         worst.confined.peak_rss_mib < TARGET_RSS_MIB,
         f"job peak RSS < {TARGET_RSS_MIB:.0f} MiB in every run: highest "
-        f"{worst.confined.peak_rss_mib:.0f} MiB ({worst.size_mib} MiB at {worst.vcpus:g} vCPU)",
+        f"{worst.confined.peak_rss_mib:.0f} MiB ({worst.size_mib} MiB at {worst.vcpus:g} vCPU"
+        + (f", {worst.retried_ranges} range(s) retried" if worst.retried_ranges else "")
+        + ")",
     )
 
     def rss(vcpus: float, size: int) -> float | None:
@@ -790,7 +801,12 @@ def main() -> int:
                     f"{run.confined.seconds:6.2f} s, {run.mib_per_vcpu_second:5.0f} MiB/vCPU-s, "
                     f"CPU {run.confined.cpu_seconds:.2f} s"
                     + (f" (start-up {startup:.3f})" if startup is not None else "")
-                    + f", RSS {run.confined.peak_rss_mib:.0f} MiB",
+                    + f", RSS {run.confined.peak_rss_mib:.0f} MiB"
+                    + (
+                        f", {run.retried_ranges} range(s) read again through botocore"
+                        if run.retried_ranges
+                        else ""
+                    ),
                     flush=True,
                 )
     except (QuotaUnavailableError, NginxUnavailableError) as error:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 PERIOD_US = 100_000  # the kernel's default CFS period, as on Fargate
 RUN_TIMEOUT_SECONDS = 600  # a bounded wait: the slowest reader takes about 15 s per GiB
-OUTPUT_KEPT = 4000
+OUTPUT_KEPT = 64_000  # a job logs a few lines: all of them, retries included
+ERROR_KEPT = 4000  # of a failed command's output, in the error
 
 # The confined command starts from this small launcher, which joins the group first, so
 # everything the command does (its start-up included) counts. A fresh small process also
@@ -134,7 +135,7 @@ def run_confined(
         figures = json.loads(out.stdout)
         if figures["exitCode"] != 0:
             raise RuntimeError(
-                f"{argv} exited {figures['exitCode']}; its last output: {out.stderr[-OUTPUT_KEPT:]}"
+                f"{argv} exited {figures['exitCode']}; its last output: {out.stderr[-ERROR_KEPT:]}"
             )
         stat = dict(
             line.split() for line in (cpu_dir / "cpu.stat").read_text().splitlines() if line

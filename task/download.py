@@ -58,6 +58,7 @@ from task.http_ranges import (
     RangeFailed,
     RangeRead,
     ResponseHead,
+    enable_read_ahead,
     is_reusable,
     request_head,
 )
@@ -255,8 +256,12 @@ def iter_chunks(
     *,
     on_first_request: Callable[[], None] | None = None,
     direct: DirectHead | None = None,
+    views: bool = False,
 ) -> ChunkStream:
     """The object's bytes in order, while up to `concurrency` ranges download ahead.
+
+    With `views`, the direct reads hand out read-only memoryviews of their part buffers, each
+    valid until the next chunk is asked for (`task.objects.takes_views`), instead of copies.
 
     The direct reads request their first ranges at once, so the bytes arrive while the
     processor is still being set up (importing numpy, say). `on_first_request` is called as
@@ -288,6 +293,7 @@ def iter_chunks(
         read_size=read_size,
         on_first_request=on_first_request,
         idle=idle,
+        views=views,
     )
     reads.start()
     return reads
@@ -369,6 +375,7 @@ def _tls_context(client: S3Client) -> ssl.SSLContext:
     # create_default_context() without the system's store: loading it costs ~30 ms of CPU at
     # every start, for certificates botocore does not trust either (it uses its own bundle).
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    enable_read_ahead(context)
     context.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
     if verify is False:
         context.check_hostname = False
@@ -411,8 +418,10 @@ class _DirectReads:
         read_size: int,
         on_first_request: Callable[[], None] | None = None,
         idle: list[socket.socket] | None = None,
+        views: bool = False,
     ) -> None:
         self._client = client
+        self._views = views
         self._on_first_request = on_first_request
         self._obj = obj
         self._presigned = presigned
@@ -423,7 +432,7 @@ class _DirectReads:
         self._read_size = read_size
         self._selector = selectors.DefaultSelector()
         self._in_flight: dict[int, _InFlight] = {}
-        self._ready: dict[int, bytearray | list[bytes]] = {}  # part buffers, or boto3's chunks
+        self._ready: dict[int, bytearray] = {}  # part buffers, received whichever way
         self._free: list[bytearray] = []
         self._idle: list[socket.socket] = list(idle or [])  # kept-alive connections
         self._pin = {} if obj.version_id else {"If-Match": obj.etag}  # VersionId is signed in
@@ -460,16 +469,15 @@ class _DirectReads:
                 while index not in self._ready:
                     self._pump(block=True)
                 ready = self._ready.pop(index)
-                if isinstance(ready, list):
-                    while ready:
-                        yield ready.pop(0)
-                    continue
                 length = min(self._part_size, self._obj.size - index * self._part_size)
-                with memoryview(ready) as body:
-                    for offset in range(0, length, self._read_size):
-                        chunk = body[offset : min(offset + self._read_size, length)].tobytes()
-                        self._pump(block=False)  # keep connections draining meanwhile
-                        yield chunk
+                # Not released after: a processor may keep a view past its time (its bytes
+                # then change, as documented), but must not make releasing it fail.
+                body = memoryview(ready).toreadonly()
+                for offset in range(0, length, self._read_size):
+                    view = body[offset : min(offset + self._read_size, length)]
+                    chunk = view if self._views else view.tobytes()
+                    self._pump(block=False)  # keep connections draining meanwhile
+                    yield chunk  # type: ignore[misc] # memoryviews only where asked for
                 self._free.append(ready)
         finally:
             self._release()
@@ -587,7 +595,11 @@ class _DirectReads:
         self._selector.unregister(flight.read.sock)
 
     def _fall_back(self, part: Part, buffer: bytearray, failure: RangeFailed) -> None:
-        """Read the range through boto3: its retries, and its errors if it fails too."""
+        """Read the range through boto3: its retries, and its errors if it fails too.
+
+        Into the part's own buffer: a fallback that kept boto3's chunks beside it would hold
+        another part's worth of memory for every range retried at once (5 ranges, 30 MiB).
+        """
         log(
             "retry",
             level="warning",
@@ -595,10 +607,15 @@ class _DirectReads:
             reason=str(failure),
             retry="through boto3",
         )
-        self._free.append(buffer)
-        self._ready[part.index] = _fetch(
-            self._client, self._obj, part, self._read_size, self._never_cancelled
+        _fetch(
+            self._client,
+            self._obj,
+            part,
+            self._read_size,
+            self._never_cancelled,
+            into=memoryview(buffer)[: part.length],
         )
+        self._ready[part.index] = buffer
 
 
 def _threaded_chunks(
@@ -631,8 +648,18 @@ def _threaded_chunks(
 
 
 def _fetch(
-    client: S3Client, obj: ObjectInfo, part: Part, read_size: int, cancel: threading.Event
+    client: S3Client,
+    obj: ObjectInfo,
+    part: Part,
+    read_size: int,
+    cancel: threading.Event,
+    *,
+    into: memoryview | None = None,
 ) -> list[bytes]:
+    """The range through boto3, retried when cut off: as chunks, or copied `into` a buffer.
+
+    With `into` (the range's own part buffer) the list returned is empty.
+    """
     pin: dict[str, Any] = {"VersionId": obj.version_id} if obj.version_id else {"IfMatch": obj.etag}
     last_error: Exception | None = None
     for _attempt in range(PART_ATTEMPTS):
@@ -652,16 +679,7 @@ def _fetch(
         body = response["Body"]
         try:
             _check_response(response, obj, part)
-            chunks: list[bytes] = []
-            received = 0
-            while received < part.length:
-                if cancel.is_set():
-                    raise DownloadCancelledError("the download was cancelled")
-                data = body.read(min(read_size, part.length - received))
-                if not data:
-                    break
-                chunks.append(data)
-                received += len(data)
+            chunks, received = _read_body(body, part.length, read_size, cancel, into)
             if received == part.length:
                 return chunks
             last_error = DownloadError(
@@ -675,6 +693,26 @@ def _fetch(
         f"reading bytes {part.start}-{part.end} of s3://{obj.bucket}/{obj.key} failed "
         f"{PART_ATTEMPTS} times; last error: {last_error}"
     )
+
+
+def _read_body(
+    body: Any, length: int, read_size: int, cancel: threading.Event, into: memoryview | None
+) -> tuple[list[bytes], int]:
+    """Up to `length` bytes of a streaming body, as chunks or into `into`; and how many came."""
+    chunks: list[bytes] = []
+    received = 0
+    while received < length:
+        if cancel.is_set():
+            raise DownloadCancelledError("the download was cancelled")
+        data = body.read(min(read_size, length - received))
+        if not data:
+            break
+        if into is None:
+            chunks.append(data)
+        else:
+            into[received : received + len(data)] = data
+        received += len(data)
+    return chunks, received
 
 
 def _check_response(response: Any, obj: ObjectInfo, part: Part) -> None:

@@ -32,7 +32,7 @@ from task.download import (
 )
 from task.exit_codes import ExitCode
 from task.logs import log, utc_now
-from task.objects import ObjectInfo, Processor
+from task.objects import ObjectInfo, Processor, wants_views
 from task.settings import Settings, SettingsError, load_processor
 
 if TYPE_CHECKING:
@@ -202,6 +202,7 @@ def run(
                 settings.concurrency,
                 on_first_request=lambda: first_range_cpu.append(time.process_time()),
                 direct=direct,
+                views=wants_views(processor),
             ),
             obj.size,
             settings.progress_interval,

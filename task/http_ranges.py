@@ -19,6 +19,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -32,6 +33,15 @@ LOW_WATER = 1024 * 1024
 # OpenSSL may have taken from the kernel of the record it has not finished.
 TLS_RECORD_MAX = 5 + 2**14 + 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# OpenSSL's read-ahead buffer under TLS: each read from the kernel takes up to this much, two
+# records or so, where OpenSSL alone reads every record in two (its 5-byte header, then the
+# rest). Larger is slower: before each record OpenSSL moves what is left of the buffer to its
+# front (to align the payload), so 64 KiB cost more than 32 and 256 KiB more than none.
+TLS_READ_AHEAD = 32 * 1024
+# CPython versions whose SSLContext object starts with OpenSSL's SSL_CTX pointer (every one
+# since 3.2; checked again at run time against the context's options).
+_SSL_CTX_LAYOUT_KNOWN = {(3, minor) for minor in range(10, 15)}
+_SSL_CTRL_SET_READ_AHEAD = 41  # openssl/ssl.h
 
 
 class RangeFailed(Exception):  # noqa: N818 - a condition the caller handles, not a bug
@@ -74,6 +84,39 @@ class Endpoint:
         except OSError as error:  # refused, unreachable, timed out, TLS refused
             raise RangeFailed(f"cannot connect to {self.host_header}: {error}") from error
         return sock
+
+
+def enable_read_ahead(context: ssl.SSLContext, length: int = TLS_READ_AHEAD) -> bool:
+    """Make OpenSSL read TLS records from the kernel `length` bytes at a time; True if done.
+
+    Python's ssl module offers no read-ahead (SSL_CTX_set_read_ahead), so it is set through
+    ctypes on the context's own SSL_CTX, found where CPython keeps it: ~0.1 CPU-s less per
+    GiB over TLS (half the reads from the kernel). Only on CPython versions known to keep it
+    there, only if OpenSSL's functions can be found beside the ssl module, and only if that
+    SSL_CTX reports the options Python set on it; anywhere else the context is left as it is.
+    """
+    if sys.implementation.name != "cpython" or sys.version_info[:2] not in _SSL_CTX_LAYOUT_KNOWN:
+        return False
+    try:
+        import _ssl  # noqa: PLC0415 - only where the reads go over TLS
+        import ctypes  # noqa: PLC0415
+
+        openssl = ctypes.CDLL(_ssl.__file__)  # OpenSSL's symbols, as the ssl module links them
+        get_options = openssl.SSL_CTX_get_options
+        control = openssl.SSL_CTX_ctrl
+        set_buffer = openssl.SSL_CTX_set_default_read_buffer_len
+    except (ImportError, OSError, AttributeError):  # OpenSSL linked statically, or not at all
+        return False
+    get_options.argtypes, get_options.restype = [ctypes.c_void_p], ctypes.c_uint64
+    control.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    control.restype = ctypes.c_long
+    set_buffer.argtypes, set_buffer.restype = [ctypes.c_void_p, ctypes.c_size_t], None
+    ssl_ctx = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if not ssl_ctx or get_options(ssl_ctx) != context.options:
+        return False
+    set_buffer(ssl_ctx, length)
+    control(ssl_ctx, _SSL_CTRL_SET_READ_AHEAD, 1, None)
+    return True
 
 
 def is_reusable(sock: socket.socket) -> bool:

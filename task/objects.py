@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,24 @@ class Processor(Protocol):
     """
 
     def __call__(self, chunks: Iterator[bytes], obj: ObjectInfo, /) -> Mapping[str, Any]: ...
+
+
+VIEWS_ATTRIBUTE = "takes_views"
+_Function = TypeVar("_Function")
+
+
+def takes_views(processor: _Function) -> _Function:
+    """Mark a processor that can take each chunk as a read-only memoryview instead of bytes.
+
+    The frame then hands out slices of the buffers it downloads into, where copying each chunk
+    into new bytes would cost ~0.09 CPU-s per GiB. A view holds its bytes only until the
+    processor asks for the next chunk: copy (`bytes(view)`) whatever must outlive that. A
+    marked processor must take bytes too (boto3's reads still give bytes).
+    """
+    setattr(processor, VIEWS_ATTRIBUTE, True)
+    return processor
+
+
+def wants_views(processor: object) -> bool:
+    """Whether `processor` was marked with `takes_views`."""
+    return getattr(processor, VIEWS_ATTRIBUTE, False) is True

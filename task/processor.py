@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from task.objects import ObjectInfo
+from task.objects import ObjectInfo, takes_views
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,7 +55,7 @@ class Digest:
 
     def __init__(self, expected_size: int = 0) -> None:
         self._sha256 = hashlib.sha256()
-        self._count_newlines: Callable[[bytes], int] = (
+        self._count_newlines: Callable[[bytes | memoryview], int] = (
             NewlineCounter() if expected_size >= NUMPY_FROM_BYTES else _count_newlines
         )
         self.size = 0
@@ -63,14 +63,14 @@ class Digest:
         self.head = b""
         self._last_byte = b""
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self._sha256.update(chunk)
         self.size += len(chunk)
         self.lines += self._count_newlines(chunk)
         if len(self.head) < SNIFF_BYTES:
             self.head += chunk[: SNIFF_BYTES - len(self.head)]
         if chunk:
-            self._last_byte = chunk[-1:]
+            self._last_byte = bytes(chunk[-1:])  # a view's bytes change after this chunk
 
     def summary(self) -> dict[str, Any]:
         """`lines` counts newlines like `wc -l`, plus one for a last line without a newline."""
@@ -94,7 +94,7 @@ class NewlineCounter:
         self._numpy = numpy
         self._matches: np.ndarray[Any, np.dtype[np.bool_]] = numpy.empty(0, dtype=numpy.bool_)
 
-    def __call__(self, chunk: bytes) -> int:
+    def __call__(self, chunk: bytes | memoryview) -> int:
         numpy = self._numpy
         if len(chunk) > len(self._matches):
             self._matches = numpy.empty(len(chunk), dtype=numpy.bool_)
@@ -103,12 +103,16 @@ class NewlineCounter:
         return int(numpy.count_nonzero(matches))
 
 
-def _count_newlines(chunk: bytes) -> int:
-    return chunk.count(b"\n")
+def _count_newlines(chunk: bytes | memoryview) -> int:
+    return (chunk if isinstance(chunk, bytes) else chunk.tobytes()).count(b"\n")
 
 
-def process(chunks: Iterator[bytes], obj: ObjectInfo) -> dict[str, Any]:
-    """Hash and count the object in one pass (see `Digest`), and name its content type."""
+@takes_views
+def process(chunks: Iterator[bytes | memoryview], obj: ObjectInfo) -> dict[str, Any]:
+    """Hash and count the object in one pass (see `Digest`), and name its content type.
+
+    It takes memoryviews (`takes_views`): hashing and counting need no copy of the chunks.
+    """
     digest = Digest(expected_size=obj.size)
     for chunk in chunks:
         digest.update(chunk)

@@ -173,25 +173,25 @@ class RangedS3:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{len(fake.data)}")
                 self._common_headers('"another-etag"' if fault is Fault.OTHER_ETAG else ETAG)
                 self.end_headers()
-                body = fake.data[start : end + 1]
+                content = memoryview(fake.data)[start : end + 1]  # no copy: tests may count memory
                 if fault is Fault.STALL:
                     self.wfile.flush()
                     fake._release.wait()
                     self.close_connection = True
                     return
                 if fault is Fault.TRICKLE:
-                    piece = -(-len(body) // TRICKLE_PIECES)
-                    for offset in range(0, len(body), piece):
-                        self.wfile.write(body[offset : offset + piece])
+                    piece = -(-len(content) // TRICKLE_PIECES)
+                    for offset in range(0, len(content), piece):
+                        self.wfile.write(content[offset : offset + piece])
                         self.wfile.flush()
                         time.sleep(TRICKLE_PAUSE_SECONDS)
                     return
                 if fault is Fault.CUT:
-                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.write(content[: len(content) // 2])
                     self.close_connection = True
                     return
                 if fault is Fault.RESET:
-                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.write(content[: len(content) // 2])
                     self.wfile.flush()
                     # Linger 0: close() sends RST, as a reset by a load balancer does.
                     self.connection.setsockopt(
@@ -200,7 +200,7 @@ class RangedS3:
                     self.connection.close()
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                self.wfile.write(content)
                 if fault is Fault.CLOSE_WHEN_IDLE:
                     self.close_connection = True
 

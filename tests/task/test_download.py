@@ -7,10 +7,13 @@ The fake clients below (`FakeS3`) cannot presign, so they exercise the reads thr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
+import ssl
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -203,6 +206,23 @@ def test_direct_reads_hand_out_every_byte_in_order_in_chunks_of_at_most_the_read
     assert all(presigned(request) for request in server.gets())
 
 
+def test_direct_reads_hand_out_read_only_views_of_their_buffers_only_where_asked(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RangedS3(os.urandom(5 * DIRECT_PART + 7))
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k")
+        copies = list(iter_chunks(client, obj, DIRECT_PART, 2, read_size=20_000))
+        viewed = b""
+        for view in iter_chunks(client, obj, DIRECT_PART, 2, read_size=20_000, views=True):
+            assert isinstance(view, memoryview)
+            assert view.readonly  # the processor cannot write into the download's buffers
+            viewed += view
+    assert all(type(chunk) is bytes for chunk in copies)
+    assert b"".join(copies) == viewed == server.data
+
+
 @pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
 def test_every_direct_range_is_pinned_to_the_version_read_at_the_start(
     aws_env: None, monkeypatch: pytest.MonkeyPatch, versioned: bool
@@ -311,6 +331,33 @@ def test_a_range_that_fails_directly_is_read_again_through_boto3(
     assert reason in retry["reason"]
 
 
+def test_ranges_read_again_through_boto3_stay_within_the_part_buffers(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Memory is bounded by part_size x (concurrency + 1) whatever happens to the ranges: a range
+    # read again through boto3 must land in its part's buffer, not beside it in new bytes.
+    part, concurrency = 1024 * 1024, 3
+    server = RangedS3(os.urandom(12 * part))
+    for index in range(4, 12):  # once every buffer is made: 503 SlowDown on each later range
+        server.fail_next(index * part, Fault.UNAVAILABLE)
+    digest = hashlib.sha256()
+    with server.running() as url:
+        client = client_for(url, monkeypatch)
+        obj = describe_object(client, "b", "k")
+        client.get_object(Bucket="b", Key="k", Range="bytes=0-0")["Body"].read()  # boto3 set up
+        tracemalloc.start()
+        try:
+            for chunk in iter_chunks(client, obj, part, concurrency, read_size=64 * 1024):
+                digest.update(chunk)
+            _now, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert digest.hexdigest() == hashlib.sha256(server.data).hexdigest()
+    retries = [line for line in log_lines(capsys.readouterr().out) if line["event"] == "retry"]
+    assert len(retries) == 8
+    assert peak < (concurrency + 1) * part + part // 2
+
+
 def test_a_range_that_trickles_is_read_as_it_comes_and_not_taken_for_a_stall(
     aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -378,6 +425,17 @@ def test_direct_reads_trust_only_the_bundle_botocore_trusts_not_the_system_store
     # The one certificate of the bundle: the system's store (~140 CAs) is never loaded.
     assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "127.0.0.1"),),)]
     assert context.check_hostname
+
+
+def test_direct_reads_over_tls_read_records_ahead(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _tls, certificate = server_context(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate))
+    client = client_for("https://127.0.0.1:9", monkeypatch)
+    tuned: list[ssl.SSLContext] = []
+    monkeypatch.setattr(download, "enable_read_ahead", tuned.append)
+    assert tuned == [download._tls_context(client)]
 
 
 def test_the_object_is_described_by_a_presigned_head_on_the_connection_the_first_range_reuses(

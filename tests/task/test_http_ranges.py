@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import selectors
 import socket
 import ssl
+import sys
+import termios
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from task import http_ranges
 from task.http_ranges import (
     LOW_WATER,
+    TLS_READ_AHEAD,
     Endpoint,
     RangeFailed,
     RangeRead,
     ResponseHead,
     _record_reader,
+    enable_read_ahead,
     format_request,
     is_reusable,
     parse_head,
@@ -222,21 +229,62 @@ class BioServer:
         return self._out.read()
 
 
+def connect_tls(
+    tcp_pair: tuple[socket.socket, socket.socket], folder: Path, read_ahead: bool = False
+) -> tuple[ssl.SSLSocket, BioServer]:
+    """A client TLS socket that trusts the server, handshake done, and the server end."""
+    client, server = tcp_pair
+    context, certificate = server_context(folder)
+    bio_server = BioServer(server, context)
+    handshake = threading.Thread(target=bio_server.handshake)
+    handshake.start()
+    client_context = ssl.create_default_context(cafile=str(certificate))
+    if read_ahead:
+        assert enable_read_ahead(client_context)
+    tls = client_context.wrap_socket(client, server_hostname="127.0.0.1")
+    handshake.join()
+    return tls, bio_server
+
+
 @pytest.fixture
 def tls_pair(
     tcp_pair: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> tuple[ssl.SSLSocket, BioServer]:
-    """A client TLS socket that trusts the server, handshake done, and the server end."""
-    client, server = tcp_pair
-    context, certificate = server_context(tmp_path)
-    bio_server = BioServer(server, context)
-    handshake = threading.Thread(target=bio_server.handshake)
-    handshake.start()
-    tls = ssl.create_default_context(cafile=str(certificate)).wrap_socket(
-        client, server_hostname="127.0.0.1"
-    )
-    handshake.join()
-    return tls, bio_server
+    return connect_tls(tcp_pair, tmp_path)
+
+
+def waiting_in_kernel(sock: socket.socket) -> int:
+    """Bytes received by the kernel that nobody has read yet."""
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
+
+
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["alone", "read-ahead"])
+def test_with_read_ahead_openssl_takes_records_from_the_kernel_32_kib_at_a_time(
+    tcp_pair: tuple[socket.socket, socket.socket], tmp_path: Path, read_ahead: bool
+) -> None:
+    tls, server = connect_tls(tcp_pair, tmp_path, read_ahead)
+    server.sock.sendall(server.encrypt(b"hello"))
+    assert tls.recv(100) == b"hello"  # TLS 1.3's session tickets are read with it
+    ciphertext = server.encrypt(bytes(4 * 16384))  # four full records
+    server.sock.sendall(ciphertext)
+    deadline = time.monotonic() + 5
+    while waiting_in_kernel(tls) < len(ciphertext) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(tls.recv(16384)) == 16384  # one record's plaintext
+    taken = len(ciphertext) - waiting_in_kernel(tls)
+    record = len(ciphertext) // 4
+    if read_ahead:  # all it could hold but the few bytes that align a record's payload
+        assert TLS_READ_AHEAD - 8 < taken <= TLS_READ_AHEAD
+    else:
+        assert taken == record
+    assert b"".join(tls.recv(16384) for _ in range(3)) == bytes(3 * 16384)
+
+
+def test_read_ahead_is_left_alone_on_a_python_not_known_to_keep_openssls_context_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_ranges, "_SSL_CTX_LAYOUT_KNOWN", set())
+    assert not enable_read_ahead(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 def test_under_tls_the_last_part_of_a_body_wakes_the_reader_even_mid_record(

@@ -13,7 +13,7 @@ import pytest
 
 from task.exit_codes import ExitCode
 from task.frame import StopSignals, TaskStopped, run
-from task.objects import ObjectInfo
+from task.objects import ObjectInfo, takes_views
 from task.processor import process
 from task.settings import Settings
 from tests.task.conftest import SMALL_PART, log_lines, read_result, result_keys
@@ -182,6 +182,29 @@ def test_a_custom_processor_replaces_the_default_and_the_frame_adds_its_fields(
     assert result["firstLine"] == "title line"
     assert result["key"] == "k.txt"
     assert "sha256" not in result
+
+
+def test_a_processor_marked_takes_views_gets_memoryviews_and_any_other_gets_bytes(
+    s3: S3Client, bucket: str, settings_for: MakeSettings
+) -> None:
+    data = os.urandom(5 * SMALL_PART + 1)
+    s3.put_object(Bucket=bucket, Key="k.bin", Body=data)
+    seen: dict[str, set[type]] = {}
+
+    def record(name: str) -> Callable[[Iterator[Any], ObjectInfo], dict[str, Any]]:
+        def processor(chunks: Iterator[Any], obj: ObjectInfo) -> dict[str, Any]:
+            digest = hashlib.sha256()
+            for chunk in chunks:
+                seen.setdefault(name, set()).add(type(chunk))
+                digest.update(chunk)
+            return {"sha256": digest.hexdigest()}
+
+        return processor
+
+    assert run(settings_for(bucket, "k.bin"), takes_views(record("marked"))) == ExitCode.OK
+    assert read_result(s3, bucket, "k.bin")["sha256"] == hashlib.sha256(data).hexdigest()
+    assert run(settings_for(bucket, "k.bin"), record("plain")) == ExitCode.OK
+    assert seen == {"marked": {memoryview}, "plain": {bytes}}
 
 
 def test_a_failing_processor_exits_processing_failed_with_its_traceback_and_no_result(

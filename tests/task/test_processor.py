@@ -6,8 +6,15 @@ import hashlib
 
 import pytest
 
-from task.objects import ObjectInfo
-from task.processor import NUMPY_FROM_BYTES, Digest, NewlineCounter, detect_content_type, process
+from task.objects import ObjectInfo, wants_views
+from task.processor import (
+    NUMPY_FROM_BYTES,
+    SNIFF_BYTES,
+    Digest,
+    NewlineCounter,
+    detect_content_type,
+    process,
+)
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -91,6 +98,24 @@ def test_numpy_counts_newlines_exactly_as_bytes_count_does(chunk: bytes) -> None
     counter = NewlineCounter()
     assert counter(chunk) == chunk.count(b"\n")
     assert counter(chunk[:7]) == chunk[:7].count(b"\n")  # a shorter chunk after a longer one
+
+
+@pytest.mark.parametrize("size", [0, NUMPY_FROM_BYTES], ids=["bytes.count", "numpy"])
+def test_memoryviews_whose_bytes_change_after_each_chunk_give_the_same_result(size: int) -> None:
+    # As the frame hands them to a processor marked takes_views: one buffer, reused.
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 40 + b"last line\n"
+    buffer = bytearray(4000)
+    digest = Digest(expected_size=size)
+    for start in range(0, len(data), len(buffer)):
+        piece = data[start : start + len(buffer)]
+        buffer[: len(piece)] = piece
+        digest.update(memoryview(buffer)[: len(piece)].toreadonly())
+    buffer[:] = bytes(len(buffer))  # what a view showed is gone: nothing of it may be kept
+    expected = Digest()
+    expected.update(data)
+    assert digest.summary() == expected.summary()
+    assert digest.head == data[:SNIFF_BYTES]
+    assert wants_views(process)
 
 
 def test_a_large_object_is_counted_the_same_with_numpy() -> None:
