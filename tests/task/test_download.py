@@ -335,8 +335,10 @@ def test_ranges_read_again_through_boto3_stay_within_the_part_buffers(
     aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Memory is bounded by part_size x (concurrency + 1) whatever happens to the ranges: a range
-    # read again through boto3 must land in its part's buffer, not beside it in new bytes.
-    part, concurrency = 1024 * 1024, 3
+    # read again through boto3 must land in its part's buffer, not beside it in new bytes. Parts
+    # of 4 MiB, so that one part too many (4 MiB) stands well clear of what botocore's error path
+    # allocates on the side (0.4-0.7 MiB here, whatever the part size).
+    part, concurrency = 4 * 1024 * 1024, 3
     server = RangedS3(os.urandom(12 * part))
     for index in range(4, 12):  # once every buffer is made: 503 SlowDown on each later range
         server.fail_next(index * part, Fault.UNAVAILABLE)
