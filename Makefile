@@ -51,7 +51,7 @@ $(TASK_STAMP): task/requirements.txt
 ## make bench: the benchmarks under bench/, printing their figures (the task's needs root, cgroup v1
 ## and nginx: apt-get install -y nginx-light)
 bench: $(STAMP) $(TASK_STAMP)
-	$(BIN)/python bench/bench_taskrunner.py
+	$(BIN)/python bench/bench_taskrunner.py --lambda-python $(TASK_VENV)/bin/python
 	$(BIN)/python bench/bench_task.py --task-python $(TASK_VENV)/bin/python $(ARGS)
 
 fmt: $(STAMP)

@@ -8,9 +8,12 @@ the program declares it (tests/fakes/job_table.py). Every AWS call the runner ma
 where boto3 makes it; what is left of an event's time is the runner's own work (parsing, the
 job record's codec and transitions, the scheduler, logs and metric lines). Targets carried over
 from issue 11: the handler adds at most 10 % to the cold start of `import boto3;
-boto3.client("ecs")`, and at most 1 ms of its own per record.
+boto3.client("ecs")`, and at most 1 ms of its own per record. The cold starts run as Lambda runs
+them: on the runtime's Python version (`--lambda-python`), from the package laid out read-only as
+the program ships it (with its bytecode, infra/runner_package.py), and for comparison from the
+sources alone, which Lambda then compiles at every cold start.
 
-    venv/bin/python bench/bench_taskrunner.py [--runs 7] [--records 25]
+    venv/bin/python bench/bench_taskrunner.py [--runs 7] [--records 25] [--lambda-python PY]
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import io
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -42,6 +47,7 @@ from dispatch import route  # noqa: E402 - the Lambda's modules are top-level
 from runner_settings import RunnerSettings, load_settings  # noqa: E402
 from services import Services  # noqa: E402
 
+from infra.runner_package import compile_modules  # noqa: E402
 from jobctl.emulator import emulator_process  # noqa: E402
 from jobctl.runner import SWEEP_EVENT  # noqa: E402
 from tests.fakes.fake_ecs import FakeEcs, running_fake_ecs  # noqa: E402
@@ -166,32 +172,67 @@ def local_aws() -> Iterator[World]:
 # --- cold start --------------------------------------------------------------------------------
 
 
-def child_seconds(script: str, env: dict[str, str], *args: str) -> list[float]:
+def child_seconds(python: str, script: str, env: dict[str, str], *args: str) -> list[float]:
     done = subprocess.run(
-        [sys.executable, "-c", script, *args],
+        [python, "-c", script, *args],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=120,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} failed: {done.stderr.strip()}")
     return [float(figure) for figure in done.stdout.strip().splitlines()[-1].split()]
 
 
 COLD = ("bare", "bare clients", "handler import", "handler first event", "its AWS calls")
+PACKAGES = ("with bytecode", "sources only")
 
 
-def cold_starts(world: World, runs: int) -> dict[str, list[float]]:
-    env = {**os.environ, **world.env}
-    times: dict[str, list[float]] = {name: [] for name in COLD}
+def python_version(python: str) -> str:
+    done = subprocess.run(
+        [python, "-c", "import sys; print(*sys.version_info[:2], sep='.')"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.strip()
+
+
+def lambda_packages(python: str, folder: Path) -> dict[str, Path]:
+    """The runner's package laid out as Lambda unpacks it: with the bytecode the program ships
+    (compiled by `python`, infra/runner_package.py), and as sources only."""
+    modules = sorted(TASKRUNNER_DIR.glob("*.py"))
+    bytecode = compile_modules(modules, python, f"python{python_version(python)}")
+    packages = {label: folder / label.replace(" ", "-") for label in PACKAGES}
+    for label, root in packages.items():
+        (root / "__pycache__").mkdir(parents=True)
+        for module in modules:
+            shutil.copyfile(module, root / module.name)
+        if label == "with bytecode":
+            for name, path in bytecode.items():
+                shutil.copyfile(path, root / name)
+    return packages
+
+
+def cold_starts(
+    world: World, runs: int, python: str, packages: dict[str, Path]
+) -> dict[str, dict[str, list[float]]]:
+    # /var/task is read-only: Python keeps nothing it compiles there.
+    env = {**os.environ, **world.env, "PYTHONDONTWRITEBYTECODE": "1"}
+    times: dict[str, dict[str, list[float]]] = {
+        label: {name: [] for name in COLD} for label in packages
+    }
     for _ in range(runs):  # interleaved, so drift in machine load hits all alike
-        times["bare"] += child_seconds(BARE_COLD_START, env)
-        times["bare clients"] += child_seconds(BARE_CLIENTS, env)
-        event = json.dumps(upload_event(1))
-        imported, total, aws = child_seconds(HANDLER_COLD_START, env, event, str(TASKRUNNER_DIR))
-        times["handler import"].append(imported)
-        times["handler first event"].append(total)
-        times["its AWS calls"].append(aws)
+        bare = child_seconds(python, BARE_COLD_START, env)
+        clients = child_seconds(python, BARE_CLIENTS, env)
+        for label, root in packages.items():
+            event = json.dumps(upload_event(1))  # a new upload each time: a repeat is skipped
+            imported, total, aws = child_seconds(python, HANDLER_COLD_START, env, event, str(root))
+            for name, value in zip(COLD, (*bare, *clients, imported, total, aws), strict=True):
+                times[label][name].append(value)
     return times
 
 
@@ -314,6 +355,11 @@ def main() -> None:
     # A fill stops after scheduler.FILL_SECONDS; at moto's pace (tens of ms a call, four calls a
     # start) an event of more records than this leaves the rest waiting for the next fill.
     parser.add_argument("--records", type=int, default=25, help="records per upload event")
+    parser.add_argument(
+        "--lambda-python",
+        default=sys.executable,
+        help="a Python of the Lambda's runtime version, with boto3 (make bench: venv-task's)",
+    )
     options = parser.parse_args()
     # Lambda writes every log line; so does the benchmark, to memory.
     log = logging.getLogger("taskrunner")
@@ -324,25 +370,37 @@ def main() -> None:
     with local_aws() as world:
         load, python = os.getloadavg()[0], sys.version.split()[0]
         print(f"machine: {os.cpu_count()} cores, load average {load:.2f}, Python {python}")
-        times = cold_starts(world, options.runs)
-        bare, clients, imported, first, aws = (statistics.median(times[name]) for name in COLD)
-        own = first - aws
-        print(f"cold start, median of {options.runs} (from first statement, no interpreter start):")
-        print(f"  import boto3 + client('ecs')                    {bare * 1000:8.1f} ms")
-        print(f"  import boto3 + clients ecs, dynamodb            {clients * 1000:8.1f} ms")
-        print(f"  handler: import (settings, ECS client)          {imported * 1000:8.1f} ms")
+        with tempfile.TemporaryDirectory() as folder:
+            packages = lambda_packages(options.lambda_python, Path(folder))
+            times = cold_starts(world, options.runs, options.lambda_python, packages)
         print(
-            f"  handler: import + first upload event            {first * 1000:8.1f} ms, of which "
-            f"AWS calls {aws * 1000:.1f} ms (moto's DynamoDB is slow)"
+            f"cold start on Python {python_version(options.lambda_python)} (the Lambda's runtime: "
+            "--lambda-python), the package as Lambda unpacks it (read-only), median of "
+            f"{options.runs}, from the first statement (no interpreter start):"
         )
-        print(
-            f"  handler's import vs bare import+client:  {(imported / bare - 1) * 100:+15.1f} %"
-            "   (target <= +10 %)"
-        )
-        print(
-            f"  handler's own cold start (all but AWS calls)    {own * 1000:8.1f} ms = "
-            f"{(own / clients - 1) * 100:+.1f} % on bare import + both clients"
-        )
+        for label in PACKAGES:
+            bare, clients, imported, first, aws = (
+                statistics.median(times[label][name]) for name in COLD
+            )
+            own = first - aws
+            if label == PACKAGES[0]:
+                print(f"  import boto3 + client('ecs')                    {bare * 1000:8.1f} ms")
+                print(f"  import boto3 + clients ecs, dynamodb            {clients * 1000:8.1f} ms")
+            print(f"  the runner's package {label}:")
+            print(f"    handler: import (settings, ECS client)        {imported * 1000:8.1f} ms")
+            print(
+                f"    handler: import + first upload event          {first * 1000:8.1f} ms, of "
+                f"which AWS calls {aws * 1000:.1f} ms (moto's DynamoDB is slow)"
+            )
+            target = "   (target <= +10 %)" if label == PACKAGES[0] else ""
+            print(
+                "    handler's import vs bare import+client:"
+                f"{(imported / bare - 1) * 100:+13.1f} %{target}"
+            )
+            print(
+                f"    handler's own cold start (all but AWS calls)  {own * 1000:8.1f} ms = "
+                f"{(own / clients - 1) * 100:+.1f} % on bare import + both clients"
+            )
 
         rounds = [one_round(world, options.records) for _ in range(options.runs)]
         print(

@@ -29,6 +29,7 @@ from .policies import (
     service_trust_policy,
 )
 from .queues import backlog_queue, holding_queue
+from .runner_package import package_files
 
 RUNTIME = "python3.13"
 HANDLER = "handler.handler"
@@ -77,10 +78,11 @@ class JobTarget:
 
 
 def function_code(source_dir: Path) -> pulumi.AssetArchive:
-    """Only the runtime modules: no tests, caches or editor files end up in the package."""
-    return pulumi.AssetArchive(
-        {path.name: pulumi.FileAsset(str(path)) for path in sorted(source_dir.glob("*.py"))}
-    )
+    """The runtime modules, with their bytecode for the runtime's Python (infra/runner_package)."""
+    files, without_bytecode = package_files(source_dir, RUNTIME)
+    if without_bytecode is not None:
+        pulumi.log.info(without_bytecode)
+    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in files.items()})
 
 
 @dataclass(frozen=True)
