@@ -2,11 +2,12 @@
 
 Lambda unpacks the package into /var/task, which is read-only: Python cannot keep what it
 compiles there, so without bytecode in the package every cold start compiles the runner's
-modules again. That cost the runner's cold start 28 ms of CPU on a 2-core Xeon (+11 % on a bare
-`import boto3; boto3.client("ecs")`, bench/bench_taskrunner.py), and a 256 MB function has about
-a seventh of a vCPU. So the package carries each module's bytecode, compiled by the runtime's own
-Python version (bytecode is per minor version): the Python running this program when it is
-that version, else `pythonX.Y` on PATH. Without either, the package holds the sources alone
+modules again. That made the runner's import 45-120 ms slower on a 2-core Xeon, +22 to +61 % on
+a bare `import boto3; boto3.client("ecs")` against +2 to +7 % with the bytecode
+(bench/bench_taskrunner.py), and a 256 MB function has about a seventh of a vCPU. So the
+package carries each module's bytecode, compiled by the runtime's own Python version (bytecode
+is per minor version): the Python running this program when it is that version, else
+`pythonX.Y` on PATH. Without either, the package holds the sources alone
 (Lambda then compiles them at each cold start) and the program says so.
 
 The bytecode is hash-based and unchecked (PEP 552): Python uses it without comparing it with
