@@ -13,8 +13,9 @@ is per minor version): the Python running this program when it is that version, 
 The bytecode is hash-based and unchecked (PEP 552): Python uses it without comparing it with
 the source's timestamp, which a zip does not keep reliably. Both are made from the same files
 at every `pulumi up`, so they cannot disagree. It is compiled with the file names Lambda shows
-in tracebacks (/var/task/...) and so is the same bytes on every machine with that Python,
-which keeps `pulumi preview` quiet when nothing changed.
+in tracebacks (/var/task/...), not where this program found them, so the same Python makes
+the same bytes from any copy of the sources and `pulumi preview` stays quiet when nothing
+changed.
 """
 
 from __future__ import annotations
