@@ -24,16 +24,10 @@ from jobctl.fargate import EXITED_REASON, SPOT_REASON, stopped_event
 from jobctl.provision import Pipeline, provision
 from jobctl.runner import LoadedRunner, load_runner
 from tests.fakes.job_table import create_job_table
+from tests.taskrunner.conftest import MOTO_CREDENTIALS
 
 BUCKET = "uploads-bucket"
 LOG_GROUP = "/jobs/job"
-MOTO_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
 
 
 def s3_event(key: str, *, version_id: str | None = None, bucket: str = BUCKET) -> dict[str, Any]:
