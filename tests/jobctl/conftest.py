@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote_plus
 
 import boto3
 import pytest
@@ -24,34 +23,24 @@ from jobctl.fargate import EXITED_REASON, SPOT_REASON, stopped_event
 from jobctl.provision import Pipeline, provision
 from jobctl.runner import LoadedRunner, load_runner
 from tests.fakes.job_table import create_job_table
-from tests.taskrunner.conftest import MOTO_CREDENTIALS
+from tests.taskrunner.conftest import MOTO_CREDENTIALS, s3_record
+from tests.taskrunner.conftest import s3_event as runner_s3_event
 
 BUCKET = "uploads-bucket"
 LOG_GROUP = "/jobs/job"
 
 
 def s3_event(key: str, *, version_id: str | None = None, bucket: str = BUCKET) -> dict[str, Any]:
-    """An ObjectCreated event as S3 sends it, the key encoded as S3 encodes it."""
-    s3_object: dict[str, Any] = {
-        "key": quote_plus(key, safe="/"),
-        "size": 12,
-        "eTag": "0123456789abcdef0123456789abcdef",
-        "sequencer": uuid.uuid4().hex[:16].upper(),
-    }
-    if version_id:
-        s3_object["versionId"] = version_id
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2026-12-06T10:00:00.000Z",
-                "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": bucket}, "object": s3_object},
-            }
-        ]
-    }
+    """An ObjectCreated event as S3 sends it, the key encoded as S3 encodes it; each a new
+    upload (its own sequencer)."""
+    record = s3_record(
+        key,
+        bucket=bucket,
+        version_id=version_id or None,
+        sequencer=uuid.uuid4().hex[:16].upper(),
+        event_time="2026-12-06T10:00:00.000Z",
+    )
+    return runner_s3_event(record)
 
 
 @dataclass
