@@ -170,11 +170,16 @@ def _with_current(job: Job, attempt: Attempt) -> tuple[Attempt, ...]:
     return (*job.attempts[:-1], attempt)
 
 
+def retry_pending(job: Job, *, now: float) -> bool:
+    """A retry still waiting out its delay: no attempt may be claimed for it yet."""
+    return job.retry_at is not None and job.retry_at > now
+
+
 def claim(job: Job, *, now: float, default_provider: str) -> Job:
     """Take a slot for the next attempt: waiting -> starting."""
     if job.state != "waiting":
         raise TransitionError(f"{job.location} is {job.state}, not waiting")
-    if job.retry_at is not None and job.retry_at > now:
+    if retry_pending(job, now=now):
         raise TransitionError(f"{job.location} waits out its retry's delay")
     attempt = Attempt(
         number=job.attempt_count + 1,
@@ -327,7 +332,7 @@ def failed(job: Job, *, now: float, reason: str) -> Job:
 
 def due(job: Job, *, now: float) -> Job:
     """A retry's delay is over: it waits in its place with the others."""
-    if job.state != "waiting" or job.retry_at is None or job.retry_at > now:
+    if job.state != "waiting" or job.retry_at is None or retry_pending(job, now=now):
         raise TransitionError(f"{job.location} has no retry due")
     return replace(job, retry_at=None)
 

@@ -76,8 +76,8 @@ def candidates(listed: Iterable[Job], own: Iterable[Job], *, ready_by: float) ->
     for job in (*listed, *own):
         if job.state != "waiting" or job.ready_at is None or job.ready_at > ready_by:
             continue
-        if job.retry_at is not None and job.retry_at > ready_by:
-            continue  # a retry still waiting out its delay
+        if job_record.retry_pending(job, now=ready_by):
+            continue
         key = (job.bucket, job.key, job.job_id)
         if key not in by_key or by_key[key].version < job.version:
             by_key[key] = job
@@ -202,7 +202,11 @@ class Scheduler:
             claimed = self.store.apply(job, claimed, limit=limit)
         except Conflict:
             fresh = self._reread(job)
-            if fresh is None or fresh.state != "waiting" or (fresh.retry_at or 0.0) > now:
+            if (
+                fresh is None
+                or fresh.state != "waiting"
+                or job_record.retry_pending(fresh, now=now)
+            ):
                 return None
             claimed = job_record.claim(
                 fresh, now=now, default_provider=self.settings.capacity_provider
