@@ -19,6 +19,7 @@ it has that index's key attributes, which the codec writes from its state.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -94,6 +95,8 @@ def shard_of(job_id: str, index: str) -> str:
 
 
 def _number(value: float) -> dict[str, str]:
+    if type(value) is int:  # most are counts: no rounding to look at
+        return {"N": str(value)}
     return {"N": repr(round(value, 3)) if isinstance(value, float) else str(value)}
 
 
@@ -104,6 +107,11 @@ def _attempt_item(attempt: Attempt) -> dict[str, Any]:
 
 
 def _value(value: object) -> dict[str, Any]:
+    # By exact type first: a job's fields are of these types, and every write encodes two jobs.
+    if type(value) is str:
+        return {"S": value}
+    if type(value) is float or type(value) is int:
+        return _number(value)
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, int | float):
@@ -112,7 +120,13 @@ def _value(value: object) -> dict[str, Any]:
 
 
 def _hour(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H", time.gmtime(epoch))
+    return _hour_named(int(epoch // 3600))
+
+
+@functools.lru_cache(maxsize=64)
+def _hour_named(hours: int) -> str:
+    # Every write names its job's hour, and the jobs of a batch share a few.
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(hours * 3600))
 
 
 def encode(job: Job, *, record_days: int) -> dict[str, Any]:
@@ -186,56 +200,99 @@ def _optional_int(raw: Mapping[str, Any], name: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
-    value = raw.get(name)
-    return None if value is None else str(value)
+# The readers take an attribute's usual type straight from its value, and any other through
+# `_plain`: every sweep decodes each job under way and the oldest waiting, so decoding is much
+# of the runner's work.
+
+
+def _text(value: Mapping[str, Any]) -> str:
+    text = value.get("S")
+    return text if text is not None else str(_plain(value))
+
+
+def _real(value: Mapping[str, Any]) -> float:
+    text = value.get("N")
+    return float(text) if text is not None else float(_plain(value))
+
+
+def _whole(value: Mapping[str, Any]) -> int:
+    text = value.get("N")
+    return int(text) if text is not None and text.isdigit() else int(_plain(value))
+
+
+def _flag(value: Mapping[str, Any]) -> bool:
+    return bool(_plain(value))
+
+
+Reader = Callable[[Mapping[str, Any]], Any]
+# attribute -> (field, reader): a record is read in one pass over its attributes, and those it
+# lacks (most are optional) cost nothing.
+_ATTEMPT_FIELDS: Mapping[str, tuple[str, Reader]] = {
+    "attempt": ("number", _whole),
+    "claim": ("claim", _whole),
+    "capacityProvider": ("provider", _text),
+    "claimedAt": ("claimed_at", _real),
+    "taskArn": ("task_arn", _text),
+    "startedAt": ("started_at", _real),
+    "stoppedAt": ("stopped_at", _real),
+    "stopCode": ("stop_code", _text),
+    "stoppedReason": ("stopped_reason", _text),
+    "exitCode": ("exit_code", _whole),
+    "containerReason": ("container_reason", _text),
+    "cause": ("cause", _text),
+    "stopRequested": ("stop_requested", _text),
+}
+_JOB_FIELDS: Mapping[str, tuple[str, Reader]] = {
+    "bucket": ("bucket", _text),
+    "objectKey": ("key", _text),
+    "jobId": ("job_id", _text),
+    "state": ("state", _plain),
+    "version": ("version", _whole),
+    "recordedAt": ("recorded_at", _real),
+    "readyAt": ("ready_at", _real),
+    "retryAt": ("retry_at", _real),
+    "versionId": ("version_id", _text),
+    "uploadedAt": ("uploaded_at", _text),
+    "size": ("size", _whole),
+    "attemptCount": ("attempt_count", _whole),
+    "claims": ("claims", _whole),
+    "budgetFrom": ("budget_from", _whole),
+    "nextProvider": ("next_provider", _text),
+    "activeSince": ("active_since", _real),
+    "finishedAt": ("finished_at", _real),
+    "reason": ("reason", _text),
+    "reported": ("reported", _flag),
+    "redrives": ("redrives", _whole),
+    "lastRedriveOf": ("last_redrive_of", _text),
+}
+
+
+def _fields(item: Mapping[str, Any], names: Mapping[str, tuple[str, Reader]]) -> dict[str, Any]:
+    """The fields an item's attributes give (a NULL one is as good as absent)."""
+    fields: dict[str, Any] = {}
+    for name, value in item.items():
+        spec = names.get(name)
+        if spec is not None and "NULL" not in value:
+            fields[spec[0]] = spec[1](value)
+    return fields
+
+
+def _attempt(item: Mapping[str, Any]) -> Attempt:
+    fields = _fields(item, _ATTEMPT_FIELDS)
+    fields.setdefault("claim", fields["number"])
+    fields.setdefault("provider", "")
+    fields.setdefault("claimed_at", 0.0)
+    return Attempt(**fields)
 
 
 def decode(item: Mapping[str, Any]) -> Job:
     """A job from its item (as GetItem, Query or an index returns it)."""
-    raw = {name: _plain(value) for name, value in item.items()}
-    attempts = tuple(
-        Attempt(
-            number=int(a["attempt"]),
-            claim=int(a.get("claim", a["attempt"])),
-            provider=str(a.get("capacityProvider", "")),
-            claimed_at=float(a.get("claimedAt", 0)),
-            task_arn=_optional_str(a, "taskArn"),
-            started_at=_optional_float(a, "startedAt"),
-            stopped_at=_optional_float(a, "stoppedAt"),
-            stop_code=_optional_str(a, "stopCode"),
-            stopped_reason=_optional_str(a, "stoppedReason"),
-            exit_code=_optional_int(a, "exitCode"),
-            container_reason=_optional_str(a, "containerReason"),
-            cause=_optional_str(a, "cause"),
-            stop_requested=_optional_str(a, "stopRequested"),
-        )
-        for a in raw.get("attempts", [])
-    )
-    return Job(
-        bucket=str(raw["bucket"]),
-        key=str(raw["objectKey"]),
-        job_id=str(raw["jobId"]),
-        state=raw["state"],
-        version=int(raw["version"]),
-        recorded_at=float(raw["recordedAt"]),
-        ready_at=_optional_float(raw, "readyAt"),
-        retry_at=_optional_float(raw, "retryAt"),
-        version_id=_optional_str(raw, "versionId"),
-        uploaded_at=_optional_str(raw, "uploadedAt"),
-        size=_optional_int(raw, "size"),
-        attempts=attempts,
-        attempt_count=int(raw.get("attemptCount", len(attempts))),
-        claims=int(raw.get("claims", len(attempts))),
-        budget_from=int(raw.get("budgetFrom", 0)),
-        next_provider=_optional_str(raw, "nextProvider"),
-        active_since=_optional_float(raw, "activeSince"),
-        finished_at=_optional_float(raw, "finishedAt"),
-        reason=_optional_str(raw, "reason"),
-        reported=bool(raw.get("reported", True)),
-        redrives=int(raw.get("redrives", 0)),
-        last_redrive_of=_optional_str(raw, "lastRedriveOf"),
-    )
+    fields = _fields(item, _JOB_FIELDS)
+    attempts = tuple(_attempt(value["M"]) for value in item.get("attempts", {}).get("L", ()))
+    fields["attempts"] = attempts
+    fields.setdefault("attempt_count", len(attempts))
+    fields.setdefault("claims", len(attempts))
+    return Job(**fields)
 
 
 def update_expression(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -369,6 +369,32 @@ def _size(item: Mapping[str, Any]) -> int:
     return len(repr(item))
 
 
+def _attribute_size(name: str, value: Value) -> int:
+    return len(repr(name)) + len(repr(value)) + 4  # 'name': value, and the ", " after it
+
+
+def _size_after(before: Mapping[str, Any], before_size: int, after: Mapping[str, Any]) -> int:
+    """`_size(after)` for an update of `before` (of `before_size`), measuring only what changed:
+    a dict's repr is its braces and, for each attribute, its name, its value and 4 characters,
+    less the last separator. Most updates change a few attributes of twenty."""
+    if not before or not after:
+        return _size(after)
+    size = before_size
+    for name, value in after.items():
+        old = before.get(name)
+        if old is not value:
+            size += _attribute_size(name, value)
+            size -= 0 if old is None else _attribute_size(name, old)
+    for name, old in before.items():
+        if name not in after:
+            size -= _attribute_size(name, old)
+    return size
+
+
+# An index's entry for an item before and after a write: (hash value, range value) or None.
+_Change = tuple["Index", tuple[str, Any] | None, tuple[str, Any] | None]
+
+
 @dataclass
 class Table:
     name: str
@@ -381,8 +407,9 @@ class Table:
     # it (as of the last change that reached the index: stale while the index lags)
     entries: dict[str, dict[str, SortedList]] = field(default_factory=dict)
     snapshots: dict[str, dict[tuple[str, str], Item]] = field(default_factory=dict)
-    pending: list[tuple[float, str, tuple[str, str], Item | None, Item | None]] = field(
-        default_factory=list
+    # writes not yet in the indexes: (when they reach them, key, the item, each index's change)
+    pending: deque[tuple[float, tuple[str, str], Item | None, list[_Change]]] = field(
+        default_factory=deque
     )
 
     def key_of(self, key: Mapping[str, Value]) -> tuple[str, str]:
@@ -447,25 +474,29 @@ class DynamoModel:
             new_size = 0
         else:
             table.items[key] = after
-            new_size = table.sizes[key] = _size(after)
+            new_size = table.sizes[key] = (
+                _size(after) if before is None else _size_after(before, old_size, after)
+            )
         size = max(old_size, new_size)
         self.units["write"] += math.ceil(size / 1024) * (2 if transactional else 1)
-        for index in table.indexes.values():
-            if table.index_entry(index, before) != table.index_entry(index, after):
+        changes = [
+            (index, table.index_entry(index, before), table.index_entry(index, after))
+            for index in table.indexes.values()
+        ]
+        for index, old, new in changes:
+            if old != new:
                 self.units["write"] += (
                     1 if index.projection == "KEYS_ONLY" else math.ceil(size / 1024)
                 )
         if self.index_lag:
-            table.pending.append((self.clock() + self.index_lag, table.name, key, before, after))
+            table.pending.append((self.clock() + self.index_lag, key, after, changes))
         else:
-            self._index(table, key, before, after)
+            self._index(table, key, after, changes)
 
     def _index(
-        self, table: Table, key: tuple[str, str], before: Item | None, after: Item | None
+        self, table: Table, key: tuple[str, str], after: Item | None, changes: list[_Change]
     ) -> None:
-        for index in table.indexes.values():
-            old = table.index_entry(index, before)
-            new = table.index_entry(index, after)
+        for index, old, new in changes:
             if new is not None:
                 table.snapshots[index.name][key] = _project(after or {}, table, index)
             elif old is not None:
@@ -480,8 +511,8 @@ class DynamoModel:
     def _catch_up(self, table: Table) -> None:
         now = self.clock()
         while table.pending and table.pending[0][0] <= now:
-            _, _, key, before, after = table.pending.pop(0)
-            self._index(table, key, before, after)
+            _, key, after, changes = table.pending.popleft()
+            self._index(table, key, after, changes)
 
     def put(self, request: Mapping[str, Any]) -> dict[str, Any]:
         self.calls["PutItem"] += 1
@@ -725,27 +756,42 @@ def _key_condition(
     range_name: str,
 ) -> tuple[str, tuple[Any, Any, bool, bool]]:
     """The partition key's value, and the sort key's bounds: (low, high, each inclusive?)."""
+    hash_value, operator, operands = _key_parts(
+        text, tuple(sorted(names.items())), hash_name, range_name
+    )
+    if operator is None:
+        return str(_scalar(values[hash_value])), (None, None, True, True)
+    low, *high = (_scalar(values[operand]) for operand in operands)
+    if operator == "BETWEEN":
+        return str(_scalar(values[hash_value])), (low, high[0], True, True)
+    return str(_scalar(values[hash_value])), {
+        "=": (low, low, True, True),
+        "<": (None, low, True, False),
+        "<=": (None, low, True, True),
+        ">": (low, None, False, True),
+        ">=": (low, None, True, True),
+    }[operator]
+
+
+@functools.lru_cache(maxsize=256)
+def _key_parts(
+    text: str, names: tuple[tuple[str, str], ...], hash_name: str, range_name: str
+) -> tuple[str, str | None, tuple[str, ...]]:
+    """A key condition read once: the hash key's placeholder, the range operator and its
+    placeholders (None and () for none); queries repeat a handful of conditions."""
+    named = dict(names)
     parts = re.split(r"\s+AND\s+", text.strip(), maxsplit=1, flags=re.IGNORECASE)
     match = re.fullmatch(r"\s*(\S+)\s*=\s*(:\w+)\s*", parts[0])
-    if match is None or names.get(match[1], match[1]) != hash_name:
+    if match is None or named.get(match[1], match[1]) != hash_name:
         raise DynamoError("ValidationException", f"key condition must name {hash_name}: {text!r}")
-    hash_value = str(_scalar(values[match[2]]))
     if len(parts) == 1:
-        return hash_value, (None, None, True, True)
+        return match[2], None, ()
     condition = _RANGE.fullmatch(parts[1])
-    if condition is None or names.get(condition["name"], condition["name"]) != range_name:
+    if condition is None or named.get(condition["name"], condition["name"]) != range_name:
         raise DynamoError("ValidationException", f"the model does not understand {parts[1]!r}")
     if condition["low"]:
-        low, high = _scalar(values[condition["low"]]), _scalar(values[condition["high"]])
-        return hash_value, (low, high, True, True)
-    value = _scalar(values[condition["value"]])
-    return hash_value, {
-        "=": (value, value, True, True),
-        "<": (None, value, True, False),
-        "<=": (None, value, True, True),
-        ">": (value, None, False, True),
-        ">=": (value, None, True, True),
-    }[condition["op"]]
+        return match[2], "BETWEEN", (condition["low"], condition["high"])
+    return match[2], condition["op"], (condition["value"],)
 
 
 __all__ = ["DynamoError", "DynamoModel", "Index", "Table", "parse_condition", "parse_update"]

@@ -51,7 +51,9 @@ class Process:
 class Simulation:
     def __init__(self) -> None:
         self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        # (when, sequence number, callback or None, process or None): a wake-up names its
+        # process rather than a closure, since most events are wake-ups.
+        self._heap: list[tuple[float, int, Callable[[], None] | None, Process | None]] = []
         self._seq = itertools.count()
         self._scheduler: greenlet | None = None
         self._current: Process | None = None
@@ -63,7 +65,7 @@ class Simulation:
     def call_at(self, when: float, callback: Callable[[], None]) -> int:
         """Run `callback` on the scheduler at `when` (not before now); returns its number."""
         seq = next(self._seq)
-        heapq.heappush(self._heap, (max(when, self.now), seq, callback))
+        heapq.heappush(self._heap, (max(when, self.now), seq, callback, None))
         return seq
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> int:
@@ -73,12 +75,11 @@ class Simulation:
         self, function: Callable[..., Any], *args: Any, at: float | None = None, name: str = ""
     ) -> Process:
         """Start `function(*args)` as a process at `at` (default: now)."""
-        process = Process(name or getattr(function, "__name__", "process"), greenlet(None))
 
         def body() -> None:
             process.result = function(*args)
 
-        process.glet = greenlet(body)
+        process = Process(name or getattr(function, "__name__", "process"), greenlet(body))
         self._wake_at(process, self.now if at is None else at)
         return process
 
@@ -129,21 +130,24 @@ class Simulation:
         self._stopping = False
         handled = 0
         while self._heap and not self._stopping:
-            when, _, callback = self._heap[0]
+            when = self._heap[0][0]
             if until is not None and when > until:
                 self.now = until
                 return
             if max_events is not None and handled >= max_events:
                 raise SimulationError(f"more than {max_events} events: a loop that never ends?")
-            heapq.heappop(self._heap)
+            _, seq, callback, process = heapq.heappop(self._heap)
             self.now = when
             handled += 1
             self.events += 1
-            callback()
+            if process is not None:
+                self._resume(process, seq)
+            elif callback is not None:
+                callback()
 
     def _wake_at(self, process: Process, when: float) -> None:
         seq = next(self._seq)
-        heapq.heappush(self._heap, (max(when, self.now), seq, lambda: self._resume(process, seq)))
+        heapq.heappush(self._heap, (max(when, self.now), seq, None, process))
         process.wake = seq
 
     def stop(self) -> None:

@@ -241,3 +241,21 @@ def test_the_index_keys_follow_the_state(store: JobStore) -> None:
     assert item["sweepShard"]["S"].startswith(SWEEP_INDEX[0])
     assert job_key("b", "k", "1") != job_key("b", "k", "2")
     assert WAITING_INDEX != SWEEP_INDEX
+
+
+def test_a_record_in_any_valid_typing_reads_as_the_codec_would_write_it() -> None:
+    # The runner writes counts as whole numbers and leaves unknown values out; another writer
+    # (a console edit, an older runner) may write "3.0" or an explicit NULL.
+    started = job_record.task_started(
+        job_record.claim(job(1), now=100.0, default_provider="FARGATE"), 1, ARN
+    )
+    item = encode(started, record_days=30)
+    item["version"] = {"N": f"{started.version}.0"}
+    item["attemptCount"] = {"N": "1.0"}
+    item["reason"] = {"NULL": True}
+    item["reported"] = {"BOOL": True}
+    attempt = item["attempts"]["L"][0]["M"]
+    attempt["exitCode"] = {"NULL": True}
+    attempt["claimedAt"] = {"N": "100"}
+    assert decode(item) == started
+    assert isinstance(decode(item).current.claimed_at, float)  # type: ignore[union-attr]
