@@ -20,6 +20,7 @@ changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -67,17 +68,24 @@ def runtime_interpreter(
     found = shutil.which(f"python{major}.{minor}")
     if found is None:
         return None
+    return found if _is_version(found, major, minor) else None
+
+
+@functools.cache
+def _is_version(interpreter: str, major: int, minor: int) -> bool:
+    """Whether `interpreter` runs Python major.minor. Asked once per process: a version
+    manager's shim takes a tenth of a second to answer, and tests evaluate many stacks."""
     try:  # a version manager's shim may be on PATH without that version behind it
         answer = subprocess.run(
-            [found, "-c", "import sys; print(*sys.version_info[:2])"],
+            [interpreter, "-c", "import sys; print(*sys.version_info[:2])"],
             capture_output=True,
             text=True,
             timeout=COMPILE_TIMEOUT_SECONDS,
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return found if answer.stdout.split() == [str(major), str(minor)] else None
+        return False
+    return answer.stdout.split() == [str(major), str(minor)]
 
 
 def compile_modules(modules: Sequence[Path], interpreter: str, runtime: str) -> dict[str, Path]:
