@@ -203,6 +203,25 @@ def test_every_trust_policy_names_exactly_one_service(stack: Evaluation) -> None
         assert isinstance(statement["Principal"]["Service"], str), role.name
 
 
+def trust_of(stack: Evaluation, suffix: str) -> dict[str, Any]:
+    (role,) = [r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith(suffix)]
+    (statement,) = statements(as_json(role.inputs["assumeRolePolicy"]))
+    return statement
+
+
+def test_the_task_role_trusts_ecs_only_for_this_account_and_the_execution_role_as_documented(
+    stack: Evaluation,
+) -> None:
+    task = trust_of(stack, "-job-task")
+    assert set(task["Condition"]) == {"ArnLike", "StringEquals"}
+    source_arn = task["Condition"]["ArnLike"]["aws:SourceArn"]
+    assert source_arn.startswith("arn:aws:ecs:")
+    assert source_arn.endswith(":*")
+    source_account = task["Condition"]["StringEquals"]["aws:SourceAccount"]
+    assert source_arn.split(":")[4] == source_account != ""
+    assert "Condition" not in trust_of(stack, "-job-execution")
+
+
 def policy_named(stack: Evaluation, suffix: str) -> dict[str, Any]:
     (policy,) = [p for name, p in identity_policies(stack) if name.endswith(suffix)]
     return policy
