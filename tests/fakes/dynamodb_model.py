@@ -759,17 +759,19 @@ def _key_condition(
     hash_value, operator, operands = _key_parts(
         text, tuple(sorted(names.items())), hash_name, range_name
     )
+    partition = str(_scalar(values[hash_value]))
+    bounds = [_scalar(values[operand]) for operand in operands]
     if operator is None:
-        return str(_scalar(values[hash_value])), (None, None, True, True)
-    low, *high = (_scalar(values[operand]) for operand in operands)
+        return partition, (None, None, True, True)
     if operator == "BETWEEN":
-        return str(_scalar(values[hash_value])), (low, high[0], True, True)
-    return str(_scalar(values[hash_value])), {
-        "=": (low, low, True, True),
-        "<": (None, low, True, False),
-        "<=": (None, low, True, True),
-        ">": (low, None, False, True),
-        ">=": (low, None, True, True),
+        return partition, (bounds[0], bounds[1], True, True)
+    (value,) = bounds
+    return partition, {
+        "=": (value, value, True, True),
+        "<": (None, value, True, False),
+        "<=": (None, value, True, True),
+        ">": (value, None, False, True),
+        ">=": (value, None, True, True),
     }[operator]
 
 
