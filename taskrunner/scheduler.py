@@ -223,13 +223,18 @@ class Scheduler:
             return Started(job, "not-now", reason=str(error))
         return self.request(claimed)
 
-    def request(self, job: Job) -> Started:
-        """RunTask for the job's current attempt (a new claim, or one whose answer was lost),
-        and the record updated with the answer."""
+    def request(self, job: Job, *, resumed: bool = False) -> Started:
+        """RunTask for the job's current attempt (a new claim, or, `resumed`, one whose answer
+        was lost), and the record updated with the answer."""
         attempt = job.current
         assert attempt is not None
         assert job.state == "starting"
         answer = run_task(self.services.ecs, build_run_task_request(job, attempt, self.settings))
+        if resumed and answer.waits:
+            # ECS's "not now" to this call says nothing of the call whose answer was lost: its
+            # task may be running. The claim keeps its token until ECS names a task or a
+            # definite refusal.
+            answer = StartAnswer("lost", reason=f"asked again: {answer.reason}")
         now = self.services.clock()
         try:
             return self._settle(job, answer, now)

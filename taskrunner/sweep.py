@@ -172,8 +172,7 @@ class Sweep:
             elif action == "stop":
                 self.stop_overdue(job)
             elif action == "resume":
-                self.scheduler.request(job)
-                self._count("resumed")
+                self.resume(job)
             elif action == "vanished":
                 gone = Stop(
                     task_arn=attempt.task_arn or "",
@@ -189,6 +188,27 @@ class Sweep:
         except (Conflict, StoreError) as error:
             # Another invocation wrote the job meanwhile, or the table failed: next minute.
             logger.warning(json.dumps({"job": job.location, "sweep": action, "error": str(error)}))
+
+    def resume(self, job: Job) -> None:
+        """Ask ECS again, with the same token, for a claim whose answer was lost; only if the
+        record still says so. The index may lag: the claim's own invocation may have settled
+        it since, and another claim's task may be starting; this one's token would start a
+        second task."""
+        attempt = job.current
+        assert attempt is not None
+        fresh = self.store.reread(job)
+        current = fresh.current if fresh is not None else None
+        if (
+            fresh is None
+            or fresh.state != "starting"
+            or current is None
+            or current.claim != attempt.claim
+            or current.task_arn is not None
+        ):
+            self._count("resume not needed")
+            return
+        self.scheduler.request(fresh, resumed=True)
+        self._count("resumed")
 
     def settle(self, job: Job, stop: Stop, counted_as: str) -> None:
         attempt = job.current

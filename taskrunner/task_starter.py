@@ -1,10 +1,10 @@
 """One attempt of a job as one RunTask call, and ECS's answer sorted by what it means.
 
 `build_run_task_request` is pure; `run_task` makes the call (botocore retries inside it) and
-says which of these it was: started (the task's ARN), not now (capacity, throttling, the
-account's quota: the job waits again), lost (no answer: the task may be running; a retry with
-the same clientToken finds out), or rejected (access, a parameter ECS refuses: waiting cannot
-mend it).
+says which of these it was: started (the task's ARN), not now (capacity, a first throttle, the
+account's quota: the job waits again), lost (no answer, or one that does not prove ECS started
+nothing: the task may be running; a retry with the same clientToken finds out), or rejected
+(access, a parameter ECS refuses: waiting cannot mend it).
 """
 
 from __future__ import annotations
@@ -32,18 +32,16 @@ QUOTA_MESSAGE = re.compile(r"reached the limit on the number", re.IGNORECASE)
 CAPACITY_MESSAGE = re.compile(
     r"RESOURCE:|capacity is unavailable|insufficient capacity", re.IGNORECASE
 )
-# Errors botocore retries and that outlast its attempts only under load: the job waits.
+# Errors botocore retries and that outlast its attempts only under load. Throttling turns a
+# request away before ECS acts on it: at the first attempt it is a "not now". But botocore
+# also retries timeouts, so a throttled retry may follow an attempt that started the task;
+# and a server error may come after the task was started. Both are answers lost: the claim
+# keeps its clientToken, and the sweep asks again with it.
 THROTTLING_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "ServerException",
-        "InternalFailure",
-    }
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+)
+SERVER_ERROR_CODES = frozenset(
+    {"ServiceUnavailable", "ServiceUnavailableException", "ServerException", "InternalFailure"}
 )
 
 Answer = Literal["started", "quota", "not-now", "lost", "rejected"]
@@ -150,7 +148,11 @@ def _error_answer(error: ClientError) -> StartAnswer:
     attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
     reason = f"{code}: {message} (after {attempts + 1} attempts)"
-    if code in THROTTLING_CODES or status >= 500:
+    if code in SERVER_ERROR_CODES or status >= 500 or (code in THROTTLING_CODES and attempts):
+        return StartAnswer(
+            "lost", reason=f"{reason}: an attempt may have started it; asked again with its token"
+        )
+    if code in THROTTLING_CODES:
         return StartAnswer("not-now", reason=reason)
     return _not_now(reason, message)
 

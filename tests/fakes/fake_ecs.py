@@ -223,6 +223,19 @@ class FakeEcs:
         with self._lock:
             return list(self._tasks.values())
 
+    def tasks_for(self, key: str) -> set[str]:
+        """The ARNs of the distinct tasks started for one S3 key (a repeated token's once)."""
+        return {call.task_arn for call in self.calls if call.s3_key == key and call.task_arn}
+
+    def wait_for_tasks(self, count: int, timeout: float = 30.0) -> None:
+        """Wait, at most `timeout` seconds, until `count` tasks were started: a delayed
+        answer's task starts after its caller gave up on it."""
+        deadline = time.monotonic() + timeout
+        while len(self.tasks) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.tasks)} tasks started, not {count}")
+            self._stopping.wait(0.02)  # not time.sleep: tests record botocore's sleeps
+
     # --- the API ----------------------------------------------------------------------------
 
     def handle(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sweep import RESUME_AFTER_SECONDS
 
 from tests.fakes.fake_ecs import Fault
 from tests.taskrunner.conftest import World, s3_record
@@ -24,16 +25,25 @@ def test_throttling_is_retried_with_backoff_then_starts_one_task(
 @pytest.mark.parametrize(
     "fault", [Fault.throttling(), Fault.error("ServerException", "boom", status=500)]
 )
-def test_throttling_or_server_errors_that_outlast_the_retries_leave_the_job_waiting(
+def test_throttling_or_server_errors_that_outlast_the_retries_keep_the_claim_for_the_sweep(
     world: World, backoff_sleeps: list[float], fault: Fault
 ) -> None:
+    # A retried call cannot prove that no attempt started the task: the claim keeps its slot
+    # and its clientToken, and the sweep asks again with them.
     world.ecs.inject(fault, times=None)
     summary = world.upload(s3_record("uploads/a.csv"))
     assert summary["started"] == {}
     job = world.job("uploads/a.csv")
-    assert (job.state, world.store.slots().active) == ("waiting", 0)
-    assert job.reason is not None
-    assert "after 2 attempts" in job.reason
+    assert (job.state, world.store.slots().active) == ("starting", 1)
+    assert job.current is not None
+    assert job.current.task_arn is None
+    world.ecs.clear_faults()
+    world.later(RESUME_AFTER_SECONDS)
+    assert world.sweep()["resumed"] == 1
+    (arn,) = world.ecs.tasks_for("uploads/a.csv")
+    resumed = world.job("uploads/a.csv")
+    assert resumed.current is not None
+    assert (resumed.current.claim, resumed.current.task_arn) == (job.current.claim, arn)
 
 
 def test_an_access_error_is_asked_once_and_fails_the_job(world: World) -> None:

@@ -132,9 +132,15 @@ def failures(reason: str, detail: str = "") -> Any:
     )
 
 
-def error(code: str, message: str, **fields: Any) -> Any:
+def error(code: str, message: str, *, status: int = 400, retries: int = 0, **fields: Any) -> Any:
+    """An error answer after `retries` retries by botocore (its RetryAttempts)."""
     return lambda stubber, request: stubber.add_client_error(
-        "run_task", code, message, modeled_fields=fields or None
+        "run_task",
+        code,
+        message,
+        http_status_code=status,
+        response_meta={"RetryAttempts": retries},
+        modeled_fields=fields or None,
     )
 
 
@@ -173,8 +179,25 @@ def test_a_request_ecs_rejects_cannot_be_mended_by_waiting(
     assert said.reason.startswith(f"{code}: rejected")
 
 
-def test_throttling_that_outlasts_the_retries_means_not_now(settings: RunnerSettings) -> None:
+def test_throttling_at_the_first_attempt_means_not_now(settings: RunnerSettings) -> None:
     assert answer(settings, error("ThrottlingException", "Rate exceeded")).answer == "not-now"
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [
+        # botocore retries timeouts too: the attempt before the throttled one may have started it.
+        error("ThrottlingException", "Rate exceeded", retries=1),
+        error("ServerException", "boom", status=500),
+        error("ServiceUnavailableException", "try later", status=503, retries=3),
+    ],
+)
+def test_throttling_after_a_retry_or_a_server_error_is_an_answer_lost_not_a_not_now(
+    settings: RunnerSettings, respond: Any
+) -> None:
+    said = answer(settings, respond)
+    assert (said.answer, said.waits) == ("lost", False)
+    assert "asked again with its token" in said.reason
 
 
 def test_a_conflict_names_the_task_this_token_already_started(settings: RunnerSettings) -> None:

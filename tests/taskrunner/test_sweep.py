@@ -8,7 +8,7 @@ import time
 import pytest
 from job_record import claim, new_job, running, stop_requested, task_started
 from retry_policy import TIMEOUT_REASON
-from sweep import RESUME_AFTER_SECONDS, VANISHED_AFTER_SECONDS, Look, decide
+from sweep import RESUME_AFTER_SECONDS, VANISHED_AFTER_SECONDS, Look, Sweep, decide
 from task_events import TaskState
 
 from tests.fakes.fake_ecs import Fault
@@ -122,6 +122,64 @@ def test_a_lost_runtask_answer_is_asked_again_with_the_same_token_and_one_task_r
     resumed = world.job("uploads/a.csv")
     assert resumed.current is not None
     assert resumed.current.task_arn == arn
+
+
+def test_a_runtask_that_timed_out_then_was_throttled_on_its_retry_starts_one_task(
+    world: World,
+) -> None:
+    # Try 1 times out while ECS starts the task; botocore's retry, same token, is throttled.
+    world.ecs.inject(Fault.delay(2.0), times=1)
+    world.ecs.inject(Fault.throttling(), times=1)
+    assert world.upload(s3_record("uploads/a.csv"))["started"] == {}
+    world.ecs.wait_for_tasks(1)
+    job = world.job("uploads/a.csv")
+    assert (job.state, world.store.slots().active) == ("starting", 1)  # not given up
+    world.upload(s3_record("uploads/b.csv", sequencer="02"))  # a fill, within the minute
+    assert world.sweep().get("resumed", 0) == 0
+    world.later(RESUME_AFTER_SECONDS)
+    assert world.sweep()["resumed"] == 1
+    (arn,) = world.ecs.tasks_for("uploads/a.csv")
+    resumed = world.job("uploads/a.csv")
+    assert resumed.current is not None
+    assert (resumed.claims, resumed.current.task_arn) == (1, arn)
+
+
+def test_a_resumed_claim_that_ecs_turns_away_keeps_its_token_and_one_task_runs(
+    world: World,
+) -> None:
+    world.ecs.inject(Fault.delay(2.0), times=2)  # both tries time out; ECS starts it anyway
+    world.upload(s3_record("uploads/a.csv"))
+    world.ecs.wait_for_tasks(1)
+    world.later(RESUME_AFTER_SECONDS)
+    world.ecs.inject(Fault.throttling(), times=2)  # the sweep's resume is throttled, twice
+    world.sweep()
+    assert world.job("uploads/a.csv").claims == 1  # "not now" to a resume proves nothing
+    world.later(RESUME_AFTER_SECONDS)
+    world.sweep()
+    (arn,) = world.ecs.tasks_for("uploads/a.csv")
+    job = world.job("uploads/a.csv")
+    assert job.current is not None
+    assert (job.claims, job.current.task_arn, world.store.slots().active) == (1, arn, 1)
+
+
+def test_a_sweep_acting_on_a_stale_read_does_not_resume_a_claim_settled_since(
+    world: World,
+) -> None:
+    world.ecs.inject(Fault.conflict(None), times=1)  # claim 1: lost, and ECS started nothing
+    world.upload(s3_record("uploads/a.csv"))
+    world.later(RESUME_AFTER_SECONDS)
+    late = Sweep(world.settings, world.services)
+    seen = late.store.needing_sweep()  # a sweep reads its jobs ...
+    # ... while another resumes claim 1, and ECS refuses it for good.
+    world.ecs.inject(Fault.error("InvalidParameterException", "bad subnet"), times=1)
+    world.sweep()
+    assert world.job("uploads/a.csv").state == "failed"
+    calls = len(world.ecs.calls)
+    for stale in seen:  # the first sweep acts on claim 1 as it read it
+        late.act(stale, Look(), world.services.clock())
+    assert len(world.ecs.calls) == calls  # no RunTask for a job that failed
+    assert world.ecs.tasks_for("uploads/a.csv") == set()
+    assert world.job("uploads/a.csv").state == "failed"
 
 
 def test_a_job_that_waited_past_the_limit_fails_into_the_dead_letter_queue_saying_why(
