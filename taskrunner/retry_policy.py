@@ -22,6 +22,9 @@ from job_record import Attempt, Next, Stop
 TIMEOUT_REASON = "s3-fargate-jobs: ran longer than taskTimeoutMinutes"
 JOB_TIMEOUT_EXIT = 8  # task/exit_codes.py: the job stopped itself at its time limit
 SUCCESS_STOP = "EssentialContainerExited"
+# Not ECS's: the stop code the sweep gives an attempt whose task ECS no longer knows, with no
+# stop seen. Its outcome is lost, so it is retried like an infrastructure failure.
+LOST_STOP = "TaskNotFound"
 FIRST_RETRY_DELAY_SECONDS = 30.0
 MAX_RETRY_DELAY_SECONDS = 600.0
 ON_DEMAND = "FARGATE"
@@ -33,7 +36,7 @@ _OUT_OF_MEMORY = re.compile(r"OutOfMemory", re.IGNORECASE)
 
 # Causes that are the infrastructure's: retried while attempts are left.
 INFRASTRUCTURE_CAUSES = frozenset(
-    {"spot-interruption", "failed-to-start", "image-pull", "capacity", "host"}
+    {"spot-interruption", "failed-to-start", "image-pull", "capacity", "host", "lost"}
 )
 CAUSES = (
     "succeeded",
@@ -91,6 +94,7 @@ def _cause_from_stop_code(stop: Stop) -> str | None:
         "TerminationNotice": "host",
         "ServiceSchedulerInitiated": "host",
         "UserInitiated": "stopped",
+        LOST_STOP: "lost",
     }.get(stop.stop_code or "")
 
 

@@ -26,7 +26,7 @@ import reports
 from botocore.exceptions import BotoCoreError, ClientError
 from job_record import Job, Stop
 from job_store import Conflict, JobStore, StoreError
-from retry_policy import TIMEOUT_REASON
+from retry_policy import LOST_STOP, TIMEOUT_REASON
 from runner_settings import RunnerSettings
 from scheduler import Scheduler
 from services import Services
@@ -176,7 +176,7 @@ class Sweep:
             elif action == "vanished":
                 gone = Stop(
                     task_arn=attempt.task_arn or "",
-                    stop_code="TaskNotFound",
+                    stop_code=LOST_STOP,
                     stopped_reason="ECS no longer knows the task and no stop was seen: its "
                     "outcome is lost",
                     exit_code=None,

@@ -82,40 +82,63 @@ class TaskState:
 
 
 def task_state(detail: Mapping[str, Any], container_name: str) -> TaskState:
-    """The task in an event's `detail` or a DescribeTasks entry (their fields are the same)."""
+    """The task in an event's `detail` or a DescribeTasks entry (their fields are the same);
+    MalformedEventError naming the field when one is not of the type ECS sends."""
     task_arn = detail.get("taskArn")
     if not isinstance(task_arn, str) or not task_arn:
         raise MalformedEventError("malformed task state change: detail.taskArn is missing")
-    containers = [c for c in detail.get("containers") or [] if isinstance(c, Mapping)]
-    ours = next((c for c in containers if c.get("name") == container_name), None)
-    container = ours or (containers[0] if containers else {})
-    overrides = (detail.get("overrides") or {}).get("containerOverrides") or []
+    containers = _typed(detail, "containers", list, "a list of containers")
+    ours = next(
+        (c for c in containers or [] if isinstance(c, Mapping) and c.get("name") == container_name),
+        None,
+    )
+    first = (containers or [{}])[0]
+    container: Mapping[str, Any] = ours or (first if isinstance(first, Mapping) else {})
+    overrides = _typed(detail, "overrides", Mapping, "an object") or {}
     environment: dict[str, str] = {}
-    for override in overrides:
+    listed = _typed(overrides, "containerOverrides", list, "a list", "overrides.")
+    for override in listed or []:
         if isinstance(override, Mapping) and override.get("name") in (container_name, None):
+            pairs = _typed(
+                override, "environment", list, "a list of pairs", "overrides.containerOverrides[]."
+            )
             environment |= {
                 str(pair.get("name")): str(pair.get("value"))
-                for pair in override.get("environment") or []
+                for pair in pairs or []
                 if isinstance(pair, Mapping)
             }
     exit_code = container.get("exitCode")
     version = detail.get("version")
     return TaskState(
         task_arn=task_arn,
-        cluster_arn=str(detail.get("clusterArn", "")),
-        last_status=str(detail.get("lastStatus", "")),
+        cluster_arn=_typed(detail, "clusterArn", str, "a string") or "",
+        last_status=_typed(detail, "lastStatus", str, "a string") or "",
         environment=environment,
         stop=Stop(
             task_arn=task_arn,
-            stop_code=detail.get("stopCode"),
-            stopped_reason=detail.get("stoppedReason"),
+            stop_code=_typed(detail, "stopCode", str, "a string"),
+            stopped_reason=_typed(detail, "stoppedReason", str, "a string"),
             exit_code=exit_code if isinstance(exit_code, int) else None,
-            container_reason=container.get("reason"),
+            container_reason=_typed(container, "reason", str, "a string", "containers[]."),
             started_at=epoch(detail.get("startedAt")),
             stopped_at=epoch(detail.get("stoppedAt")),
-            provider=detail.get("capacityProviderName"),
+            provider=_typed(detail, "capacityProviderName", str, "a string"),
         ),
         version=version if isinstance(version, int) else 0,
+    )
+
+
+def _typed(
+    fields: Mapping[str, Any], name: str, kind: type[Any], allowed: str, path: str = ""
+) -> Any:
+    """fields[name] if it is a `kind` (None when absent or null): a field of another type is
+    not one ECS sent, and is named rather than left to fail deeper in."""
+    value = fields.get(name)
+    if value is None or isinstance(value, kind):
+        return value
+    raise MalformedEventError(
+        f"malformed task state change: detail.{path}{name} must be {allowed},"
+        f" not {type(value).__name__}"
     )
 
 

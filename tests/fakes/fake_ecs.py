@@ -309,6 +309,11 @@ class FakeEcs:
 
     # --- Fargate's part: tasks run and stop ---------------------------------------------------
 
+    def forget(self, arn: str) -> None:
+        """ECS no longer describes the task (it keeps stopped tasks for an hour or so)."""
+        with self._lock:
+            del self._tasks[arn]
+
     def run(self, arn: str, at: float | None = None) -> dict[str, Any]:
         """The task's container started."""
         with self._lock:

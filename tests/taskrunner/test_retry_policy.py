@@ -41,6 +41,7 @@ def stop(
         (stop("UserInitiated", "Task stopped by user", 143), "stopped"),
         (stop("UserInitiated", f"{TIMEOUT_REASON} (15 min)", 143), "timeout"),
         (stop(None, "Host EC2 (instance i-0123) terminated."), "host"),
+        (stop("TaskNotFound", "ECS no longer knows the task"), "lost"),
     ],
 )
 def test_a_stop_is_read_by_its_stop_code_reason_and_exit_code(given: Stop, cause: str) -> None:
@@ -59,6 +60,7 @@ def test_a_task_the_sweep_stopped_for_its_time_limit_is_a_timeout_whatever_it_ex
         stop("SpotInterruption", "Your Spot Task was interrupted.", 143),
         stop("TaskFailedToStart", "CannotPullContainerError: i/o timeout", started_at=None),
         stop("TerminationNotice", "maintenance"),
+        stop("TaskNotFound", "ECS no longer knows the task"),  # started, then vanished unseen
     ],
 )
 def test_infrastructure_stops_are_retried_until_the_attempts_are_spent(given: Stop) -> None:

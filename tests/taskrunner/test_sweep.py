@@ -84,6 +84,21 @@ def test_a_running_task_is_marked_running_with_its_start(world: World) -> None:
     assert job.current.started_at == pytest.approx(started, abs=0.01)
 
 
+def test_a_started_task_that_ecs_forgot_with_no_stop_seen_is_retried_as_lost(
+    world: World,
+) -> None:
+    (arn,) = world.upload(s3_record("uploads/a.csv"))["started"].values()
+    world.ecs.run(arn, at=time.time())
+    world.sweep()  # marked running
+    world.ecs.forget(arn)  # it stopped, and its event and ECS's record of it are gone
+    world.later(VANISHED_AFTER_SECONDS)
+    assert world.sweep()["vanished"] == 1
+    job = world.job("uploads/a.csv")
+    assert job.state in ("waiting", "starting")  # retried, after its delay
+    assert job.attempts[0].cause == "lost"
+    assert not world.messages("FAILED_JOBS_QUEUE_URL")
+
+
 def test_a_task_past_its_time_limit_is_stopped_saying_why_and_fails_as_a_timeout(
     world: World,
 ) -> None:

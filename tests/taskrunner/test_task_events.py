@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 from task_events import epoch, handle_task_event, is_task_event, task_state
+from upload_events import MalformedEventError
 
 from tests.taskrunner.conftest import World, load_event, s3_record
 
@@ -34,6 +35,41 @@ def test_ecs_event_fields_are_read_as_ecs_documents_them() -> None:
     assert state.stop.started_at is not None
     assert state.stop.stopped_at is not None
     assert state.stop.started_at < state.stop.stopped_at
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("overrides", [], r"detail\.overrides must be an object, not list"),
+        ("overrides", {"containerOverrides": {}}, r"overrides\.containerOverrides must be a list"),
+        (
+            "overrides",
+            {"containerOverrides": [{"name": "job", "environment": 5}]},
+            r"overrides\.containerOverrides\[\]\.environment must be a list of pairs, not int",
+        ),
+        ("containers", 5, r"detail\.containers must be a list of containers, not int"),
+        ("containers", [{"name": "job", "reason": 7}], r"containers\[\]\.reason must be a string"),
+        ("stoppedReason", ["x"], r"detail\.stoppedReason must be a string, not list"),
+        ("lastStatus", 3, r"detail\.lastStatus must be a string"),
+    ],
+)
+def test_an_event_field_of_a_type_ecs_never_sends_is_named_in_one_message(
+    field: str, value: object, named: str
+) -> None:
+    detail = {**load_event("task_stopped.json")["detail"], field: value}
+    with pytest.raises(MalformedEventError, match=named):
+        task_state(detail, "job")
+
+
+def test_a_malformed_task_event_is_refused_naming_its_field_and_starts_nothing(
+    world: World,
+) -> None:
+    event = load_event("task_stopped.json")
+    event = {**event, "detail": {**event["detail"], "overrides": "x"}}
+    calls = len(world.ecs.calls)
+    with pytest.raises(MalformedEventError, match=r"detail\.overrides must be an object"):
+        handle_task_event(event, world.settings, world.services)
+    assert len(world.ecs.calls) == calls
 
 
 def test_a_task_that_exited_0_makes_its_job_succeed_and_frees_its_slot(world: World) -> None:
