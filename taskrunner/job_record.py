@@ -95,6 +95,8 @@ class Job:
     finished_at: float | None = None
     reason: str | None = None  # why it failed, or why it last waits again
     reported: bool = True  # a failure is reported once; False until the report was sent
+    # When a sweep took an unsent report on: another sweep running meanwhile leaves it alone.
+    report_taken_at: float | None = None
     redrives: int = 0
     last_redrive_of: str | None = None
 
@@ -337,11 +339,19 @@ def due(job: Job, *, now: float) -> Job:
     return replace(job, retry_at=None)
 
 
+def report_taken(job: Job, *, now: float) -> Job:
+    """A sweep sends the failure's report: written first, so that an overlapping sweep, which
+    read the same record, finds it changed and sends nothing."""
+    if job.state != "failed" or job.reported:
+        raise TransitionError(f"{job.location} is {job.state}: no report to send")
+    return replace(job, report_taken_at=now)
+
+
 def reported(job: Job) -> Job:
     """Its failure was sent to the failed-jobs or dead-letter queue."""
     if job.state != "failed":
         raise TransitionError(f"{job.location} is {job.state}: nothing to report")
-    return replace(job, reported=True)
+    return replace(job, reported=True, report_taken_at=None)
 
 
 def redriven(job: Job, *, now: float, redrive_of: str) -> Job:
@@ -358,6 +368,7 @@ def redriven(job: Job, *, now: float, redrive_of: str) -> Job:
         finished_at=None,
         reason=None,
         reported=True,
+        report_taken_at=None,
         next_provider=None,
         budget_from=job.attempt_count,
         redrives=job.redrives + 1,

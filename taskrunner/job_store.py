@@ -155,6 +155,7 @@ def encode(job: Job, *, record_days: int) -> dict[str, Any]:
         "nextProvider": job.next_provider,
         "activeSince": job.active_since,
         "finishedAt": job.finished_at,
+        "reportTakenAt": job.report_taken_at,
         "reason": job.reason,
         "lastRedriveOf": job.last_redrive_of,
     }
@@ -262,6 +263,7 @@ _JOB_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "finishedAt": ("finished_at", _real),
     "reason": ("reason", _text),
     "reported": ("reported", _flag),
+    "reportTakenAt": ("report_taken_at", _real),
     "redrives": ("redrives", _whole),
     "lastRedriveOf": ("last_redrive_of", _text),
 }

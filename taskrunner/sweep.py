@@ -51,6 +51,15 @@ def is_sweep_event(event: object) -> bool:
     return isinstance(event, Mapping) and event.get("detail-type") == SCHEDULE_DETAIL_TYPE
 
 
+def report_due(job: Job, now: float) -> bool:
+    """A failure no invocation reported is the sweep's to report, a minute after it failed or
+    after another sweep took it on (and so may still be sending it). Pure."""
+    if job.state != "failed" or job.reported:
+        return False
+    since = max(job.finished_at or 0.0, job.report_taken_at or 0.0)
+    return now - since >= REPORT_AFTER_SECONDS
+
+
 Action = Literal["none", "settle", "running", "stop", "resume", "vanished"]
 
 
@@ -106,13 +115,8 @@ class Sweep:
         now = self.services.clock()
         jobs = self.store.needing_sweep()
         for job in jobs:
-            if (
-                job.state == "failed"
-                and not job.reported
-                and now - (job.finished_at or 0) >= REPORT_AFTER_SECONDS
-            ):
-                self.reporter.failure(job)
-                self._count("reported")
+            if report_due(job, now):
+                self.report(job, now)
         active = [job for job in jobs if job.holds_slot]
         looks = self.look(active)
         for job in active:
@@ -188,6 +192,20 @@ class Sweep:
         except (Conflict, StoreError) as error:
             # Another invocation wrote the job meanwhile, or the table failed: next minute.
             logger.warning(json.dumps({"job": job.location, "sweep": action, "error": str(error)}))
+
+    def report(self, job: Job, now: float) -> None:
+        """Send a failure's report that no invocation sent, taking it on first: a sweep running
+        beside this one (a schedule's event delivered twice) then finds the record changed."""
+        try:
+            taken = self.store.apply(job, job_record.report_taken(job, now=now))
+        except (Conflict, StoreError) as error:
+            # Another sweep took it on, or the table failed: it is sent once, or next minute.
+            logger.warning(
+                json.dumps({"job": job.location, "sweep": "report", "error": str(error)})
+            )
+            return
+        self.reporter.failure(taken)
+        self._count("reported")
 
     def resume(self, job: Job) -> None:
         """Ask ECS again, with the same token, for a claim whose answer was lost; only if the

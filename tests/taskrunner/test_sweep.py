@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
-from job_record import claim, new_job, running, stop_requested, task_started
+from job_record import (
+    claim,
+    new_job,
+    report_taken,
+    reported,
+    running,
+    stop_requested,
+    task_started,
+)
 from retry_policy import TIMEOUT_REASON
-from sweep import RESUME_AFTER_SECONDS, VANISHED_AFTER_SECONDS, Look, Sweep, decide
+from sweep import (
+    REPORT_AFTER_SECONDS,
+    RESUME_AFTER_SECONDS,
+    VANISHED_AFTER_SECONDS,
+    Look,
+    Sweep,
+    decide,
+    report_due,
+)
 from task_events import TaskState
 
 from tests.fakes.fake_ecs import Fault
@@ -222,6 +239,33 @@ def test_a_failure_whose_report_was_not_sent_is_sent_by_the_sweep(world: World) 
     assert world.sweep()["reported"] == 1
     assert len(world.messages("FAILED_JOBS_QUEUE_URL")) == 1
     assert world.job("uploads/a.csv").reported
+
+
+def test_two_sweeps_that_read_the_same_unsent_failure_report_it_once(world: World) -> None:
+    (arn,) = world.upload(s3_record("uploads/a.csv"))["started"].values()
+    broken = world.with_settings(failed_jobs_queue_url=world.env["FAILED_JOBS_QUEUE_URL"] + "-gone")
+    broken.stopped(arn, exit_code=1)
+    world.later(61)
+    now = world.services.clock()
+    first, second = Sweep(world.settings, world.services), Sweep(world.settings, world.services)
+    read_by_first, read_by_second = first.store.needing_sweep(), second.store.needing_sweep()
+    for job in read_by_first:
+        first.report(job, now)
+    for job in read_by_second:
+        second.report(job, now)
+    assert len(world.messages("FAILED_JOBS_QUEUE_URL")) == 1
+    assert world.job("uploads/a.csv").reported
+
+
+def test_a_report_another_sweep_took_on_is_sent_again_only_after_a_minute() -> None:
+    recorded = new_job(bucket="b", key="k", job_id="0" * 32, now=900.0)
+    job = replace(recorded, state="failed", finished_at=1000.0, reported=False)
+    assert not report_due(job, 1000.0 + REPORT_AFTER_SECONDS - 1)
+    assert report_due(job, 1000.0 + REPORT_AFTER_SECONDS)
+    taken = report_taken(job, now=1100.0)
+    assert not report_due(taken, 1100.0 + REPORT_AFTER_SECONDS - 1)  # it may still be sending
+    assert report_due(taken, 1100.0 + REPORT_AFTER_SECONDS)  # it died: send it after all
+    assert not report_due(reported(taken), 9999.0)
 
 
 def test_the_sweep_reports_the_oldest_wait_every_minute_also_when_nothing_waits(
