@@ -74,10 +74,11 @@ RESERVED_ENVIRONMENT = frozenset(
         "TMPDIR",
         "TASK_TIMEOUT_SECONDS",
         "TASK_PROCESSOR",
-        # Which job and attempt a task belongs to: the runner sets them for each RunTask, and
+        # Which job, attempt and claim a task belongs to: the runner sets them for each RunTask, and
         # reads them back from ECS's stop events.
         "JOB_ID",
         "JOB_ATTEMPT",
+        "JOB_CLAIM",
     }
 )
 RESERVED_ENVIRONMENT_PREFIXES = ("AWS_", "ECS_")

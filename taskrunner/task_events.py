@@ -1,10 +1,11 @@
 """A task of the job changed state: ECS's "ECS Task State Change" event, through EventBridge.
 
 EventBridge delivers each event at least once and not in order. The record decides what counts:
-an event names its job (JOB_ID, JOB_ATTEMPT in the task's environment) and applies only to the
-attempt under way; a duplicate, or a late event of an earlier attempt, finds it over and changes
-nothing. A stop frees the slot, so the oldest waiting jobs start at once. The sweep reads the
-same facts from DescribeTasks when an event never comes, and settles them here too.
+an event names its job (JOB_ID, JOB_ATTEMPT, JOB_CLAIM in the task's environment) and applies
+only to the attempt and claim under way; a duplicate, or a late event of an earlier attempt,
+finds it over and changes nothing. A stop frees the slot, so the oldest waiting jobs start at
+once. The sweep reads the same facts from DescribeTasks when an event never comes, and settles
+them here too.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class TaskState:
             return None
         return env["S3_BUCKET"], env["S3_KEY"], env["JOB_ID"], int(attempt)
 
+    @property
+    def claim(self) -> int | None:
+        """The claim that started the task (JOB_CLAIM); None for a task started before the
+        runner set it."""
+        claim = self.environment.get("JOB_CLAIM", "")
+        return int(claim) if claim.isascii() and claim.isdigit() else None
+
 
 def task_state(detail: Mapping[str, Any], container_name: str) -> TaskState:
     """The task in an event's `detail` or a DescribeTasks entry (their fields are the same);
@@ -150,6 +158,7 @@ def record_stop(
     *,
     number: int,
     stop: Stop,
+    claim: int | None = None,
 ) -> Job | None:
     """The attempt's task stopped: succeed, retry or fail the job; None if the record had moved
     on (a duplicate or late report of this stop)."""
@@ -159,6 +168,7 @@ def record_stop(
         if (
             attempt is None
             or attempt.number != number
+            or (claim is not None and attempt.claim != claim)
             or not job.holds_slot
             or (attempt.task_arn is not None and attempt.task_arn != stop.task_arn)
         ):
@@ -227,7 +237,9 @@ def handle_task_event(
             json.dumps({"task": state.task_arn, "outcome": "ignored", "reason": "no job record"})
         )
         return {"outcome": "ignored", "reason": "no job record"}
-    settled = record_stop(store, settings, services, job, number=number, stop=state.stop)
+    settled = record_stop(
+        store, settings, services, job, number=number, stop=state.stop, claim=state.claim
+    )
     report = Scheduler(store, settings, services, remaining_ms=remaining_ms).fill()
     return {
         "outcome": "settled" if settled is not None else "already settled",

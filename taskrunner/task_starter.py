@@ -86,6 +86,9 @@ def build_run_task_request(
     environment += [
         {"name": "JOB_ID", "value": job.job_id},
         {"name": "JOB_ATTEMPT", "value": str(attempt.number)},
+        # The claim, too: an attempt ECS turned away is claimed again under the same number,
+        # and a stop must settle only the claim that started its task.
+        {"name": "JOB_CLAIM", "value": str(attempt.claim)},
     ]
     return {
         "cluster": settings.cluster_arn,

@@ -144,11 +144,13 @@ def test_the_retry_rules_reach_the_runner_as_configured(provider: str) -> None:
 def test_the_job_is_told_its_job_and_attempt_by_the_runner_never_by_the_task_definition(
     stack: Evaluation,
 ) -> None:
-    # The runner sets JOB_ID and JOB_ATTEMPT per RunTask; a task definition value would be
-    # overridden at best, and stack config may not set them (test_job_contents).
+    # The runner sets JOB_ID, JOB_ATTEMPT and JOB_CLAIM per RunTask; a task definition value
+    # would be overridden at best, and stack config may not set them (test_job_contents).
     task = stack.one("aws:ecs/taskDefinition:TaskDefinition").inputs
     (container,) = as_json(task["containerDefinitions"])
-    assert not {"JOB_ID", "JOB_ATTEMPT"} & {e["name"] for e in container["environment"]}
+    assert not {"JOB_ID", "JOB_ATTEMPT", "JOB_CLAIM"} & {
+        e["name"] for e in container["environment"]
+    }
 
 
 def test_the_log_stream_the_runner_reports_is_the_one_the_task_writes(stack: Evaluation) -> None:

@@ -51,6 +51,7 @@ def test_a_put_starts_one_task_with_bucket_and_key(
     assert summary["skipped"] == {}
     environment = task_environment(summary["started"]["uploads/report.csv"])
     assert environment.pop("JOB_ATTEMPT") == "1"
+    assert environment.pop("JOB_CLAIM") == "1"
     assert len(environment.pop("JOB_ID")) == 32
     assert environment == {"S3_BUCKET": "uploads-bucket", "S3_KEY": "uploads/report.csv"}
     json.dumps(summary)  # what Lambda returns must serialise

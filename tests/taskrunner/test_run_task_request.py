@@ -55,6 +55,7 @@ def test_the_request_carries_the_upload_its_job_and_the_settings(settings: Runne
         "S3_KEY": "uploads/a b+c.csv",
         "JOB_ID": "ab" * 16,
         "JOB_ATTEMPT": "1",
+        "JOB_CLAIM": "1",
     }
     assert request["propagateTags"] == "TASK_DEFINITION"
     assert request["clientToken"] == client_token(job, attempt)

@@ -14,6 +14,7 @@ import pytest
 from task_events import epoch, handle_task_event, is_task_event, task_state
 from upload_events import MalformedEventError
 
+from tests.fakes.fake_ecs import Fault
 from tests.taskrunner.conftest import World, load_event, s3_record
 
 
@@ -118,6 +119,27 @@ def test_a_late_event_of_an_earlier_attempt_leaves_the_retry_alone(world: World)
     handle_task_event(world.ecs.state_change(arn), world.settings, world.services)
     handle_task_event(first_stop, world.settings, world.services)
     assert world.job("uploads/a.csv").state == "starting"
+
+
+def test_the_stop_of_a_task_from_another_claim_of_the_same_attempt_settles_nothing(
+    world: World,
+) -> None:
+    from dataclasses import replace as changed
+
+    from task_starter import build_run_task_request
+
+    world.ecs.inject(Fault.conflict(None), times=1)  # claim 1's answer is lost
+    world.upload(s3_record("uploads/a.csv"))
+    job = world.job("uploads/a.csv")
+    assert job.current is not None
+    # A task of attempt 1 that another claim started (none should exist: defence in depth).
+    other = changed(job.current, claim=job.current.claim + 1)
+    (stray,) = world.ecs.client().run_task(**build_run_task_request(job, other, world.settings))[
+        "tasks"
+    ]
+    assert world.stopped(stray["taskArn"], exit_code=1)["outcome"] == "already settled"
+    after = world.job("uploads/a.csv")
+    assert (after.state, after.version) == ("starting", job.version)
 
 
 def test_an_event_of_a_task_the_runner_did_not_start_is_ignored(world: World) -> None:

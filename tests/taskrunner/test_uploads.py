@@ -42,6 +42,7 @@ def test_an_upload_is_recorded_and_its_task_started_with_its_job_named(world: Wo
         "S3_VERSION_ID": "v1",
         "JOB_ID": job.job_id,
         "JOB_ATTEMPT": "1",
+        "JOB_CLAIM": "1",
     }
     json.dumps(summary)  # what Lambda returns must serialise
 
