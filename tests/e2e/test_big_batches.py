@@ -79,10 +79,11 @@ def check(label: str, row: Figures, scenario: Scenario) -> None:
     print(f"  {row.label}: {row.events:,} events; faults given {row.faults}; {costs(row)}")
     print(f"  invocations {row.invocations}; DynamoDB calls {row.dynamodb_calls}")
     if scenario.raise_cap_to:
+        used = row.raised_cap_used_after
         print(
             f"  cap {CAP} until {RAISE_AT / 3600:.0f} h: peak {row.peak_before_raise}; then "
             f"{RAISED_CAP}: peak {row.peak_after_raise}, first used in full "
-            f"{row.raised_cap_used_after} s after the raise"
+            + ("never" if used is None else f"{used:.1f} s after the raise")
         )
 
     assert row.tasks == scenario.uploads, f"{label}: {row.tasks} tasks for {scenario.uploads}"
