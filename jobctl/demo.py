@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ def process_batch(
     """
     outcomes = [] if outcomes is None else outcomes
     for path in paths:
+        if demo.stopping.is_set():
+            raise KeyboardInterrupt
         outcome = upload(demo.pipeline, path)
         outcomes.append(outcome)
         demo.say("")
@@ -132,15 +135,26 @@ def process_batch(
 
 
 def watch_paths(
-    folder: Path | None, stdin: bool, pause: Callable[[float], None] = time.sleep
+    folder: Path | None,
+    stdin: bool,
+    pause: Callable[[float], None] = time.sleep,
+    reading: threading.Event | None = None,
 ) -> Iterator[list[Path]]:
     """New files dropped into `folder` (once their size is stable), or paths read from stdin;
-    an empty list each second nothing new came (the caller's moment to sweep)."""
+    an empty list each second nothing new came (the caller's moment to sweep). `reading` is
+    set while the wait is for stdin, where only an exception ends it."""
+    reading = reading or threading.Event()
     if stdin:
-        for line in sys.stdin:
+        while True:
+            reading.set()
+            try:
+                line = sys.stdin.readline()
+            finally:
+                reading.clear()
+            if not line:
+                return
             if line.strip():
                 yield [Path(line.strip()).expanduser()]
-        return
     assert folder is not None
     seen: dict[Path, tuple[float, int]] = {}
     pending: dict[Path, int] = {}
@@ -173,14 +187,20 @@ def _watch(demo: Demo, folder: Path | None, stdin: bool) -> list[Outcome]:
         f"--stack {demo.stack} <key>"
     )
     outcomes: list[Outcome] = []
+    reading = threading.Event()
 
     def on_ctrl_c(signal_number: int, frame: FrameType | None) -> None:
+        # Raised at any instruction, KeyboardInterrupt can land inside threading's or a
+        # client's own locking and leave the run unable to finish. The loops stop at their
+        # next pause instead; a blocking read of stdin, or a second Ctrl-C, is interrupted.
+        again = demo.stopping.is_set()
         demo.stopping.set()
-        raise KeyboardInterrupt
+        if again or reading.is_set():
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
-        for batch in watch_paths(folder, stdin, demo.pause):
+        for batch in watch_paths(folder, stdin, demo.pause, reading):
             existing = [p for p in batch if p.is_file()]
             for missing in set(batch) - set(existing):
                 demo.say(f"skipped  {missing}: not a file")

@@ -26,8 +26,8 @@ class Demo:
     endpoint: str
     say: Printer
     stack: str = "dev"
-    # Set by Ctrl-C in watch mode. Python may swallow the KeyboardInterrupt the signal raises
-    # (when it lands in a garbage collector's callback); the loops check this and stop anyway.
+    # Set by Ctrl-C in watch mode: the loops check it at their pauses and between uploads, and
+    # stop there (demo._watch says why the signal does not raise at once).
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def pause(self, seconds: float) -> None:

@@ -244,7 +244,12 @@ def test_watch_mode_processes_files_dropped_into_the_folder_until_ctrl_c(tmp_pat
             if line.startswith("result"):
                 child.send_signal(signal.SIGINT)
                 break
-        rest, _ = child.communicate(timeout=30)
+        try:
+            rest, _ = child.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            rest, _ = child.communicate()
+            pytest.fail("the demo did not stop within 30 s of Ctrl-C:\n" + "".join(seen) + rest)
     finally:
         if child.poll() is None:
             child.kill()
