@@ -74,19 +74,24 @@ class TaskState:
     def job(self) -> tuple[str, str, str, int] | None:
         """(bucket, key, job id, attempt) the runner started the task for; None if it did not."""
         env = self.environment
-        attempt = env.get("JOB_ATTEMPT", "")
+        attempt = _whole(env, "JOB_ATTEMPT")
         if not (env.get("S3_BUCKET") and env.get("S3_KEY") and env.get("JOB_ID")):
             return None
-        if not (attempt.isascii() and attempt.isdigit()):
+        if attempt is None:
             return None
-        return env["S3_BUCKET"], env["S3_KEY"], env["JOB_ID"], int(attempt)
+        return env["S3_BUCKET"], env["S3_KEY"], env["JOB_ID"], attempt
 
     @property
     def claim(self) -> int | None:
         """The claim that started the task (JOB_CLAIM); None for a task started before the
         runner set it."""
-        claim = self.environment.get("JOB_CLAIM", "")
-        return int(claim) if claim.isascii() and claim.isdigit() else None
+        return _whole(self.environment, "JOB_CLAIM")
+
+
+def _whole(environment: Mapping[str, str], name: str) -> int | None:
+    """A variable's value as the runner wrote a number (ASCII digits); None otherwise."""
+    value = environment.get(name, "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def task_state(detail: Mapping[str, Any], container_name: str) -> TaskState:
