@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 from task_events import epoch, handle_task_event, is_task_event, task_state
+from task_starter import build_run_task_request
 from upload_events import MalformedEventError
 
 from tests.fakes.fake_ecs import Fault
@@ -124,16 +125,12 @@ def test_a_late_event_of_an_earlier_attempt_leaves_the_retry_alone(world: World)
 def test_the_stop_of_a_task_from_another_claim_of_the_same_attempt_settles_nothing(
     world: World,
 ) -> None:
-    from dataclasses import replace as changed
-
-    from task_starter import build_run_task_request
-
     world.ecs.inject(Fault.conflict(None), times=1)  # claim 1's answer is lost
     world.upload(s3_record("uploads/a.csv"))
     job = world.job("uploads/a.csv")
     assert job.current is not None
     # A task of attempt 1 that another claim started (none should exist: defence in depth).
-    other = changed(job.current, claim=job.current.claim + 1)
+    other = replace(job.current, claim=job.current.claim + 1)
     (stray,) = world.ecs.client().run_task(**build_run_task_request(job, other, world.settings))[
         "tasks"
     ]
