@@ -92,6 +92,7 @@ class FillReport:
     refused: dict[str, str] = field(default_factory=dict)  # location -> ECS's answer
     failed: list[Job] = field(default_factory=list)  # jobs ECS rejected: failed, reported
     stopped_because: str = ""
+    listed: list[Job] | None = None  # the oldest waiting, as read (None: not read)
 
 
 class Scheduler:
@@ -141,6 +142,8 @@ class Scheduler:
             except StoreError as error:
                 listed = []
                 logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
+            else:
+                report.listed = listed
         passing = lost_to_others = 0
         for job in candidates(listed, own, ready_by=now):
             why = self._why_stop(report, free, lost_to_others, now)

@@ -123,19 +123,25 @@ class Sweep:
             assert job.current is not None
             self.act(job, looks.get(job.current.task_arn or "", Look()), now)
         due = self.retries_due(now)
-        # One look at the oldest waiting serves the wait limit, the fill and the gauge.
+        self.fail_overdue(self.overdue(now), now)
+        # The fill reads as many of the oldest waiting as it has slots for (none when all are
+        # taken), not a sweep's batch: during a big batch that is most minutes. A job failed
+        # just now may still be listed by the lagging index; its claim fails on the version.
+        report = self.scheduler.fill(due)
+        self.done["started"] = len(report.started)
+        self.measure(now, len(active), report.listed)
+        return self.done
+
+    def overdue(self, now: float) -> list[Job]:
+        """The oldest waiting jobs that may have waited past the limit: those ready before it
+        (a job waits at least since it was ready). Usually none, read in four empty queries."""
         try:
-            waiting = self.store.oldest_waiting(ready_by=now, wanted=WAIT_TIMEOUT_BATCH)
+            return self.store.oldest_waiting(
+                ready_by=now - self.settings.wait_timeout_seconds, wanted=WAIT_TIMEOUT_BATCH
+            )
         except StoreError as error:
             logger.warning(json.dumps({"sweep": "waiting jobs unreadable", "error": str(error)}))
-            waiting = []
-        failed = self.fail_overdue(waiting, now)
-        report = self.scheduler.fill(
-            due, listed=[job for job in waiting if job.job_id not in failed]
-        )
-        self.done["started"] = len(report.started)
-        self.measure(now, len(active), waiting)
-        return self.done
+            return []
 
     def look(self, jobs: Iterable[Job]) -> dict[str, Look]:
         """task ARN -> what DescribeTasks says of it; a failed call says nothing (next minute)."""
@@ -293,10 +299,14 @@ class Sweep:
             failed.add(job.job_id)
         return failed
 
-    def measure(self, now: float, active: int, waiting_jobs: Iterable[Job]) -> None:
-        """The minute's gauges: jobs waiting and under way, and the oldest wait."""
+    def measure(self, now: float, active: int, listed: list[Job] | None) -> None:
+        """The minute's gauges: jobs waiting and under way, and the oldest wait (from the
+        fill's list of the oldest waiting, or, if it read none, the oldest alone)."""
         try:
             stats = self.store.stats()
+            waiting_jobs = (
+                listed if listed is not None else self.store.oldest_waiting(ready_by=now, wanted=1)
+            )
         except StoreError as error:
             logger.warning(json.dumps({"sweep": "gauges unreadable", "error": str(error)}))
             return
