@@ -117,13 +117,11 @@ class Scheduler:
         own: Iterable[Job] = (),
         *,
         most: int | None = None,
-        listed: Iterable[Job] | None = None,
     ) -> FillReport:
         """Start the oldest ready jobs into the free slots; `own`: jobs just recorded; `most`:
         start no more than this many (an upload starts as many jobs as it brought, its own or
         older ones in their place: a burst of uploads does not make every invocation contend
-        for every free slot at once); `listed`: the oldest waiting jobs, if the caller has just
-        read them."""
+        for every free slot at once). The report keeps the oldest waiting jobs it read."""
         report = FillReport()
         now = self.services.clock()
         try:
@@ -136,14 +134,13 @@ class Scheduler:
         if free == 0:
             report.stopped_because = f"all {limit} slots are taken"
             return report
-        if listed is None:
-            try:
-                listed = self.store.oldest_waiting(ready_by=now, wanted=free + CANDIDATE_MARGIN)
-            except StoreError as error:
-                listed = []
-                logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
-            else:
-                report.listed = listed
+        listed: list[Job] = []
+        try:
+            listed = report.listed = self.store.oldest_waiting(
+                ready_by=now, wanted=free + CANDIDATE_MARGIN
+            )
+        except StoreError as error:
+            logger.warning(json.dumps({"fill": "waiting jobs unreadable", "error": str(error)}))
         passing = lost_to_others = 0
         for job in candidates(listed, own, ready_by=now):
             why = self._why_stop(report, free, lost_to_others, now)
