@@ -11,8 +11,10 @@ A job holds one of the task slots exactly while it is starting or running.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 State = Literal["waiting", "starting", "running", "succeeded", "failed"]
 STATES: tuple[State, ...] = ("waiting", "starting", "running", "succeeded", "failed")
@@ -22,6 +24,24 @@ FINAL_STATES: frozenset[State] = frozenset({"succeeded", "failed"})
 # job redriven again and again does not grow its record towards DynamoDB's 400 KB limit.
 KEPT_ATTEMPTS = 20
 MAX_TEXT = 1024  # ECS's stop reasons and container reasons, cut to this many characters
+
+if TYPE_CHECKING:
+    # mypy checks each change's name and type as it checks dataclasses.replace's.
+    from dataclasses import replace as replace  # noqa: PLC0414 - exported, as the one below
+else:
+
+    def replace(record: Any, /, **changes: Any) -> Any:
+        """dataclasses.replace for the records here (frozen, no __post_init__, no init=False
+        field): replace() runs the generated __init__, which sets each of a Job's 24 fields
+        through object.__setattr__. Every transition copies a job and its attempt, a sweep
+        makes hundreds, the simulation hundreds of thousands: this copy is eight times faster."""
+        unknown = changes.keys() - type(record).__dataclass_fields__.keys()
+        if unknown:
+            raise TypeError(f"{type(record).__name__} has no field {min(unknown)!r}")
+        copy = object.__new__(type(record))
+        copy.__dict__.update(record.__dict__)
+        copy.__dict__.update(changes)
+        return copy
 
 
 def clip(text: str | None) -> str | None:
@@ -130,6 +150,33 @@ class Job:
     def needs_sweep(self) -> bool:
         """What the sweep must look at: tasks under way, and failures not yet reported."""
         return self.holds_slot or (self.state == "failed" and not self.reported)
+
+
+Record = TypeVar("Record", Attempt, Job)
+
+
+def from_fields(kind: type[Record], values: Mapping[str, Any]) -> Record:
+    """`kind(**values)`, made as `replace` makes its copies and for the same reason: the store
+    decodes every record it reads. TypeError naming a field missing, or not the record's."""
+    defaults, required, known = _FIELDS[kind]
+    if not required <= values.keys() <= known:
+        wrong = sorted(required - values.keys()) or sorted(values.keys() - known)
+        raise TypeError(f"{kind.__name__} needs {sorted(required)}, of {sorted(known)}: {wrong}")
+    record = object.__new__(kind)
+    record.__dict__.update(defaults)
+    record.__dict__.update(values)
+    return record
+
+
+def _fields_of(kind: type) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+    """A record's defaults, the fields it has none for, and all its fields."""
+    every = dataclasses.fields(kind)
+    defaults = {f.name: f.default for f in every if f.default is not dataclasses.MISSING}
+    required = frozenset(f.name for f in every if f.default is dataclasses.MISSING)
+    return defaults, required, frozenset(f.name for f in every)
+
+
+_FIELDS = {kind: _fields_of(kind) for kind in (Attempt, Job)}
 
 
 def new_job(
@@ -374,6 +421,12 @@ def redriven(job: Job, *, now: float, redrive_of: str) -> Job:
         redrives=job.redrives + 1,
         last_redrive_of=redrive_of,
     )
+
+
+def written_over(before: Job, after: Job) -> Job:
+    """`after` as a write over `before` records it: every write bumps the version, and is made
+    on the condition that the record is still at `before`'s."""
+    return replace(after, version=before.version + 1)
 
 
 def slot_change(before: Job | None, after: Job) -> int:

@@ -25,11 +25,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from job_record import Attempt, Job, slot_change
+from job_record import Attempt, Job, from_fields, slot_change, written_over
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -284,7 +284,7 @@ def _attempt(item: Mapping[str, Any]) -> Attempt:
     fields.setdefault("claim", fields["number"])
     fields.setdefault("provider", "")
     fields.setdefault("claimed_at", 0.0)
-    return Attempt(**fields)
+    return from_fields(Attempt, fields)
 
 
 def decode(item: Mapping[str, Any]) -> Job:
@@ -294,7 +294,7 @@ def decode(item: Mapping[str, Any]) -> Job:
     fields["attempts"] = attempts
     fields.setdefault("attempt_count", len(attempts))
     fields.setdefault("claims", len(attempts))
-    return Job(**fields)
+    return from_fields(Job, fields)
 
 
 def update_expression(
@@ -470,7 +470,7 @@ class JobStore:
         `account_limit_seen_at`, the change frees a slot ECS refused at the account's limit
         then: the slots that stay taken are noted as that limit, in the same write.
         """
-        written = replace(after, version=before.version + 1)
+        written = written_over(before, after)
         expression, names, values = update_expression(self._encode(before), self._encode(written))
         names["#version"] = "version"
         values[":expected"] = _number(before.version)

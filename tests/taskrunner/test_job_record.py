@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from job_record import (
     KEPT_ATTEMPTS,
+    Attempt,
     Job,
     Next,
     Stop,
@@ -12,15 +15,18 @@ from job_record import (
     claim,
     due,
     failed,
+    from_fields,
     new_job,
     not_started,
     redriven,
+    replace,
     reported,
     running,
     slot_change,
     stop_requested,
     stopped,
     task_started,
+    written_over,
 )
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/jobs/0123456789abcdef"
@@ -205,3 +211,63 @@ def test_reasons_ecs_gives_are_cut_to_a_bounded_length() -> None:
     assert ended.current is not None
     assert len(ended.current.stopped_reason or "") == 1024
     assert len(ended.reason or "") == 1024
+
+
+def test_a_copied_record_is_the_one_dataclasses_replace_makes_and_the_original_is_unchanged() -> (
+    None
+):
+    job = claim(waiting(), now=105.0, default_provider="FARGATE")
+    copies = [
+        (replace(job, state="running"), dataclasses.replace(job, state="running")),
+        (replace(job, retry_at=7.5, size=1), dataclasses.replace(job, retry_at=7.5, size=1)),
+        (replace(job, attempts=()), dataclasses.replace(job, attempts=())),
+        (replace(job.attempts[0], claim=2), dataclasses.replace(job.attempts[0], claim=2)),
+    ]
+    for copy, expected in copies:
+        assert (type(copy), copy) == (type(expected), expected)
+    assert replace(job) == job
+    assert replace(job) is not job
+    assert job == claim(waiting(), now=105.0, default_provider="FARGATE")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        replace(job, state="running").state = "waiting"  # type: ignore[misc]
+
+
+def test_a_copy_naming_a_field_the_record_has_not_is_refused() -> None:
+    with pytest.raises(TypeError, match="'stat'"):
+        replace(waiting(), stat="running")  # type: ignore[call-arg]
+
+
+def test_a_write_records_the_next_version() -> None:
+    before = waiting()
+    assert written_over(before, replace(before, size=3)).version == before.version + 1
+
+
+def test_a_record_made_from_its_fields_equals_the_one_its_constructor_makes() -> None:
+    job = claim(waiting(), now=105.0, default_provider="FARGATE")
+    job = running(task_started(job, 1, ARN), 1, started_at=110.0, task_arn=None)
+    job = stopped(job, 1, stop(1), Next("failed", "job-failure", "exit code 1"), now=151.0)
+    assert from_fields(Job, {f.name: getattr(job, f.name) for f in dataclasses.fields(Job)}) == job
+    assert from_fields(Attempt, vars(job.attempts[0])) == job.attempts[0]
+    least = {"number": 1, "claim": 1, "provider": "FARGATE", "claimed_at": 1.0}
+    assert from_fields(Attempt, least) == Attempt(1, 1, "FARGATE", 1.0)
+    assert from_fields(Job, {**REQUIRED, "version": 0}) == Job("b", "k", "j", "waiting", 0, 1.0)
+
+
+REQUIRED: dict[str, object] = {
+    "bucket": "b",
+    "key": "k",
+    "job_id": "j",
+    "state": "waiting",
+    "recorded_at": 1.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [(REQUIRED, "version"), ({**REQUIRED, "version": 0, "colour": "red"}, "colour")],
+)
+def test_a_record_made_from_fields_it_lacks_or_does_not_have_names_them(
+    values: dict[str, object], named: str
+) -> None:
+    with pytest.raises(TypeError, match=named):
+        from_fields(Job, values)
