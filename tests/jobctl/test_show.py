@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.request
 import uuid
 from collections.abc import Callable
 
@@ -130,6 +131,9 @@ def test_the_command_reads_a_job_in_the_emulator_the_demo_provisions(
 
 
 def test_a_stack_not_in_the_emulator_is_reported_as_a_failed_read(emulator_env: str) -> None:
+    # The session's emulator may hold the stack from a test run before this one on the worker.
+    reset = urllib.request.Request(f"{emulator_env}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
     done = jobctl_command(
         "show", "--stack", "prod", "--endpoint-url", emulator_env, "uploads/a.csv"
     )
