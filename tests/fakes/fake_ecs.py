@@ -8,6 +8,7 @@ retry and timeout code. Usage::
         fake.inject(Fault.throttling(), times=3)                  # the next 3 RunTask calls
         fake.inject(Fault.failure("RESOURCE:MEMORY"), when=lambda call: call.s3_key == "big")
         fake.inject(Fault.delay(2.0))                             # answer late (client timeout)
+        fake.inject(Fault.lost())                   # start it, close the connection unanswered
         ecs = fake.client()         # or point boto3 at it: AWS_ENDPOINT_URL_ECS=fake.url
         ...
         fake.started                # clientToken -> task ARN, one entry per token that started
@@ -53,7 +54,8 @@ TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
-FaultKind = Literal["error", "failure", "delay"]
+FaultKind = Literal["error", "failure", "delay", "lost"]
+DROPPED = 0  # the status `handle` gives for a call answered by closing the connection
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,12 @@ class Fault:
     def delay(cls, seconds: float) -> Fault:
         """Answer normally after `seconds`: longer than the client's read timeout times it out."""
         return cls("delay", seconds=seconds)
+
+    @classmethod
+    def lost(cls) -> Fault:
+        """Handle the call, then close the connection unanswered: the client loses the answer
+        as it loses a timed-out one (botocore retries, then raises), without the wait."""
+        return cls("lost")
 
 
 class LaunchBucket:
@@ -256,6 +264,9 @@ class FakeEcs:
         fault = call.fault
         if fault is not None and fault.kind == "delay":
             self._stopping.wait(fault.seconds)
+        elif fault is not None and fault.kind == "lost":
+            self._start(call, request)
+            return DROPPED, {}
         elif fault is not None and fault.kind == "error":
             return fault.status, {**_error_body(fault.code, fault.message), **fault.extra}
         elif fault is not None:
@@ -263,6 +274,10 @@ class FakeEcs:
             if fault.detail is not None:
                 failure["detail"] = fault.detail
             return 200, {"tasks": [], "failures": [failure]}
+        return self._start(call, request)
+
+    def _start(self, call: RunTaskCall, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """RunTask as ECS answers it: the token's task, a new one, or throttled."""
         with self._lock:
             token = call.client_token
             if token is not None and token in self._by_token:
@@ -439,6 +454,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = 400, _error_body("SerializationException", "body is not JSON")
         else:
             status, answer = self.server.fake.handle(target.removeprefix(TARGET_PREFIX), body)
+        if status == DROPPED:
+            self.close_connection = True
+            return
         payload = json.dumps(answer).encode()
         try:
             self.send_response(status)

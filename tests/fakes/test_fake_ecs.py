@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes.fake_ecs import FakeEcs, Fault, LaunchBucket, RunTaskCall
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ConnectionClosedError
+
+from tests.fakes.fake_ecs import FakeEcs, Fault, LaunchBucket, RunTaskCall, running_fake_ecs
 
 
 class Clock:
@@ -62,3 +66,15 @@ def test_the_fault_policy_answers_calls_no_rule_matched_until_faults_are_cleared
     fake.clear_faults()
     assert run_task(fake, "a")[1]["tasks"]
     assert asked == ["a"]
+
+
+def test_a_lost_answer_starts_the_task_and_the_client_sees_the_connection_closed() -> None:
+    with running_fake_ecs() as fake:
+        fake.inject(Fault.lost(), times=2)
+        ecs = fake.client(Config(retries={"mode": "standard", "total_max_attempts": 2}))
+        with pytest.raises(ConnectionClosedError):
+            ecs.run_task(cluster="jobs", taskDefinition="job", clientToken="same")
+        assert len(fake.tasks) == 1  # both tries reached ECS; the token started one task
+        assert [call.fault for call in fake.calls] == [Fault.lost(), Fault.lost()]
+        answer = ecs.run_task(cluster="jobs", taskDefinition="job", clientToken="same")
+        assert [task["taskArn"] for task in answer["tasks"]] == [t["taskArn"] for t in fake.tasks]

@@ -142,7 +142,7 @@ def test_a_task_past_its_time_limit_is_stopped_saying_why_and_fails_as_a_timeout
 def test_a_lost_runtask_answer_is_asked_again_with_the_same_token_and_one_task_runs(
     world: World,
 ) -> None:
-    world.ecs.inject(Fault.delay(2.0), times=2)  # longer than the client waits, twice
+    world.ecs.inject(Fault.lost(), times=2)  # the task starts, both answers are lost
     summary = world.upload(s3_record("uploads/a.csv"))
     assert summary["started"] == {}
     job = world.job("uploads/a.csv")
@@ -179,7 +179,7 @@ def test_a_runtask_that_timed_out_then_was_throttled_on_its_retry_starts_one_tas
 def test_a_resumed_claim_that_ecs_turns_away_keeps_its_token_and_one_task_runs(
     world: World,
 ) -> None:
-    world.ecs.inject(Fault.delay(2.0), times=2)  # both tries time out; ECS starts it anyway
+    world.ecs.inject(Fault.lost(), times=2)  # both answers lost; ECS starts it anyway
     world.upload(s3_record("uploads/a.csv"))
     world.ecs.wait_for_tasks(1)
     world.later(RESUME_AFTER_SECONDS)
