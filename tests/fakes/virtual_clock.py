@@ -58,6 +58,8 @@ class Simulation:
         self._scheduler: greenlet | None = None
         self._current: Process | None = None
         self._stopping = False
+        self._until: float | None = None
+        self._most_events: int | None = None
         self.events = 0  # events handled, for the report
 
     # --- scheduling ----------------------------------------------------------------------------
@@ -90,9 +92,26 @@ class Simulation:
         return self._current
 
     def sleep(self, seconds: float) -> None:
-        """Park the calling process for `seconds` of simulated time."""
+        """Park the calling process for `seconds` of simulated time.
+
+        When nothing else is due until after it wakes, the clock just moves on: parking would
+        make its wake-up the next event handled, and nothing run in between. Most sleeps are an
+        API call's few milliseconds, and the switches to the scheduler and back were a tenth
+        of a big run's time. The run's order and figures are the same either way.
+        """
         process = self.current
-        self._wake_at(process, self.now + max(0.0, seconds))
+        wake = self.now + max(0.0, seconds)
+        if (
+            not process.killed
+            and not self._stopping
+            and (not self._heap or self._heap[0][0] > wake)
+            and (self._until is None or wake <= self._until)
+            and (self._most_events is None or self.events < self._most_events)
+        ):
+            self.now = wake
+            self.events += 1
+            return
+        self._wake_at(process, wake)
         self._park(process)
 
     def suspend(self) -> None:
@@ -128,17 +147,17 @@ class Simulation:
         """Handle events in time order until none are left, `until`, or `max_events`."""
         self._scheduler = greenlet.getcurrent()
         self._stopping = False
-        handled = 0
+        self._until = until
+        self._most_events = None if max_events is None else self.events + max_events
         while self._heap and not self._stopping:
             when = self._heap[0][0]
             if until is not None and when > until:
                 self.now = until
                 return
-            if max_events is not None and handled >= max_events:
+            if self._most_events is not None and self.events >= self._most_events:
                 raise SimulationError(f"more than {max_events} events: a loop that never ends?")
             _, seq, callback, process = heapq.heappop(self._heap)
             self.now = when
-            handled += 1
             self.events += 1
             if process is not None:
                 self._resume(process, seq)
