@@ -277,10 +277,9 @@ class Sweep:
             self._count("retry due")
         return due
 
-    def fail_overdue(self, waiting: Iterable[Job], now: float) -> set[str]:
-        """Jobs that waited longer than the limit fail, saying so; returns their ids."""
+    def fail_overdue(self, waiting: Iterable[Job], now: float) -> None:
+        """Jobs that waited longer than the limit fail, saying so."""
         limit = self.settings.wait_timeout_seconds
-        failed: set[str] = set()
         for job in waiting:
             since = job.waiting_since
             if since is None or since > now - limit:
@@ -296,8 +295,6 @@ class Sweep:
             self.store.count(failed=1)
             self.reporter.failure(written)
             self._count("waited too long")
-            failed.add(job.job_id)
-        return failed
 
     def measure(self, now: float, active: int, listed: list[Job] | None) -> None:
         """The minute's gauges: jobs waiting and under way, and the oldest wait (from the
