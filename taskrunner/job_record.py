@@ -31,17 +31,23 @@ if TYPE_CHECKING:
 else:
 
     def replace(record: Any, /, **changes: Any) -> Any:
-        """dataclasses.replace for the records here (frozen, no __post_init__, no init=False
-        field): replace() runs the generated __init__, which sets each of a Job's 24 fields
-        through object.__setattr__. Every transition copies a job and its attempt, a sweep
-        makes hundreds, the simulation hundreds of thousands: this copy is eight times faster."""
+        """dataclasses.replace for the records here, made by `_made`."""
         unknown = changes.keys() - type(record).__dataclass_fields__.keys()
         if unknown:
             raise TypeError(f"{type(record).__name__} has no field {min(unknown)!r}")
-        copy = object.__new__(type(record))
-        copy.__dict__.update(record.__dict__)
-        copy.__dict__.update(changes)
-        return copy
+        return _made(type(record), record.__dict__, changes)
+
+
+def _made(kind: type, *layers: Mapping[str, Any]) -> Any:
+    """A record of `kind` whose fields are `layers` merged, later ones winning; for the records
+    here (frozen, no __post_init__, no init=False field). Their generated __init__ sets each of
+    a Job's 24 fields through object.__setattr__: every transition copies a job and its attempt,
+    the store decodes every record it reads, a sweep does both hundreds of times and the
+    simulation hundreds of thousands, and this is eight times faster."""
+    record: Any = object.__new__(kind)
+    for layer in layers:
+        record.__dict__.update(layer)
+    return record
 
 
 def clip(text: str | None) -> str | None:
@@ -156,16 +162,13 @@ Record = TypeVar("Record", Attempt, Job)
 
 
 def from_fields(kind: type[Record], values: Mapping[str, Any]) -> Record:
-    """`kind(**values)`, made as `replace` makes its copies and for the same reason: the store
-    decodes every record it reads. TypeError naming a field missing, or not the record's."""
+    """`kind(**values)`, made by `_made`. TypeError naming a field missing, or not the record's."""
     defaults, required, known = _FIELDS[kind]
     if not required <= values.keys() <= known:
         wrong = sorted(required - values.keys()) or sorted(values.keys() - known)
         raise TypeError(f"{kind.__name__} needs {sorted(required)}, of {sorted(known)}: {wrong}")
-    record = object.__new__(kind)
-    record.__dict__.update(defaults)
-    record.__dict__.update(values)
-    return record
+    made: Record = _made(kind, defaults, values)
+    return made
 
 
 def _fields_of(kind: type) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
