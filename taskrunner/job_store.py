@@ -100,14 +100,8 @@ def _number(value: float) -> dict[str, str]:
     return {"N": repr(round(value, 3)) if isinstance(value, float) else str(value)}
 
 
-def _attempt_item(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "M": {name: _value(value) for name, value in attempt.fields().items() if value is not None}
-    }
-
-
 def _value(value: object) -> dict[str, Any]:
-    # By exact type first: a job's fields are of these types, and every write encodes two jobs.
+    # By exact type first: a job's fields are of these types, and every write encodes some.
     if type(value) is str:
         return {"S": value}
     if type(value) is float or type(value) is int:
@@ -127,51 +121,6 @@ def _hour(epoch: float) -> str:
 def _hour_named(hours: int) -> str:
     # Every write names its job's hour, and the jobs of a batch share a few.
     return time.strftime("%Y-%m-%dT%H", time.gmtime(hours * 3600))
-
-
-def encode(job: Job, *, record_days: int) -> dict[str, Any]:
-    """The item for a job, index keys included as its state requires."""
-    item: dict[str, Any] = {
-        **job_key(job.bucket, job.key, job.job_id),
-        "bucket": {"S": job.bucket},
-        "objectKey": {"S": job.key},
-        "jobId": {"S": job.job_id},
-        "state": {"S": job.state},
-        "version": _number(job.version),
-        "recordedAt": _number(job.recorded_at),
-        "recordedHour": {"S": _hour(job.recorded_at)},
-        "attemptCount": _number(job.attempt_count),
-        "claims": _number(job.claims),
-        "budgetFrom": _number(job.budget_from),
-        "redrives": _number(job.redrives),
-        "reported": {"BOOL": job.reported},
-    }
-    optional: dict[str, object] = {
-        "readyAt": job.ready_at,
-        "retryAt": job.retry_at,
-        "versionId": job.version_id,
-        "uploadedAt": job.uploaded_at,
-        "size": job.size,
-        "nextProvider": job.next_provider,
-        "activeSince": job.active_since,
-        "finishedAt": job.finished_at,
-        "reportTakenAt": job.report_taken_at,
-        "reason": job.reason,
-        "lastRedriveOf": job.last_redrive_of,
-    }
-    item |= {name: _value(value) for name, value in optional.items() if value is not None}
-    if job.attempts:
-        item["attempts"] = {"L": [_attempt_item(attempt) for attempt in job.attempts]}
-    if job.state == "waiting" and job.retry_at is not None:
-        item["delayShard"] = {"S": shard_of(job.job_id, DELAYED_INDEX)}
-    elif job.state == "waiting" and job.ready_at is not None:
-        item["waitShard"] = {"S": shard_of(job.job_id, WAITING_INDEX)}
-    if job.needs_sweep:
-        item["sweepShard"] = {"S": shard_of(job.job_id, SWEEP_INDEX)}
-        item["sweepSince"] = _number(job.active_since or job.finished_at or job.recorded_at)
-    if job.finished_at is not None and job.state in ("succeeded", "failed"):
-        item[TTL_ATTRIBUTE] = _number(int(job.finished_at) + record_days * 24 * 3600)
-    return item
 
 
 def _plain(value: Mapping[str, Any]) -> Any:
@@ -226,8 +175,9 @@ def _flag(value: Mapping[str, Any]) -> bool:
 
 
 Reader = Callable[[Mapping[str, Any]], Any]
-# attribute -> (field, reader): a record is read in one pass over its attributes, and those it
-# lacks (most are optional) cost nothing.
+# The one table of a record's attributes: attribute -> (field, reader), in the order an item
+# holds them. A field that is None has no attribute. A record is read in one pass over its
+# attributes, and those it lacks (most are optional) cost nothing.
 _ATTEMPT_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "attempt": ("number", _whole),
     "claim": ("claim", _whole),
@@ -243,6 +193,8 @@ _ATTEMPT_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "cause": ("cause", _text),
     "stopRequested": ("stop_requested", _text),
 }
+# A job's attempts (a list of maps) and the attributes its state implies (`_derived`) follow
+# these.
 _JOB_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "bucket": ("bucket", _text),
     "objectKey": ("key", _text),
@@ -267,6 +219,95 @@ _JOB_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "redrives": ("redrives", _whole),
     "lastRedriveOf": ("last_redrive_of", _text),
 }
+_ATTEMPT_ATTRIBUTES = tuple((attribute, name) for attribute, (name, _) in _ATTEMPT_FIELDS.items())
+_JOB_ATTRIBUTES = tuple((attribute, name) for attribute, (name, _) in _JOB_FIELDS.items())
+
+
+def _attempt_item(attempt: Attempt) -> dict[str, Any]:
+    fields = attempt.__dict__
+    return {
+        "M": {
+            attribute: _value(fields[name])
+            for attribute, name in _ATTEMPT_ATTRIBUTES
+            if fields[name] is not None
+        }
+    }
+
+
+def _attempts_item(attempts: tuple[Attempt, ...]) -> dict[str, Any]:
+    return {"L": [_attempt_item(attempt) for attempt in attempts]}
+
+
+def _derived(job: Job, record_days: int) -> dict[str, Any]:
+    """The attributes a job's fields imply: its hour, and the index keys its state requires."""
+    item: dict[str, Any] = {"recordedHour": {"S": _hour(job.recorded_at)}}
+    if job.state == "waiting" and job.retry_at is not None:
+        item["delayShard"] = {"S": shard_of(job.job_id, DELAYED_INDEX)}
+    elif job.state == "waiting" and job.ready_at is not None:
+        item["waitShard"] = {"S": shard_of(job.job_id, WAITING_INDEX)}
+    if job.needs_sweep:
+        item["sweepShard"] = {"S": shard_of(job.job_id, SWEEP_INDEX)}
+        item["sweepSince"] = _number(job.active_since or job.finished_at or job.recorded_at)
+    if job.finished_at is not None and job.state in ("succeeded", "failed"):
+        item[TTL_ATTRIBUTE] = _number(int(job.finished_at) + record_days * 24 * 3600)
+    return item
+
+
+def encode(job: Job, *, record_days: int) -> dict[str, Any]:
+    """The item for a job, index keys included as its state requires."""
+    fields = job.__dict__
+    item = job_key(job.bucket, job.key, job.job_id)
+    for attribute, name in _JOB_ATTRIBUTES:
+        value = fields[name]
+        if value is not None:
+            item[attribute] = _value(value)
+    if job.attempts:
+        item["attempts"] = _attempts_item(job.attempts)
+    item |= _derived(job, record_days)
+    return item
+
+
+def changes(
+    before: Job, after: Job, *, record_days: int
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The update expression that makes `before`'s item `after`'s (a later version: every write
+    changes one): SET each attribute of a field that changed and each implied one that differs,
+    REMOVE those gone; every name a placeholder (`state`, `size` and `key`-like names are
+    reserved words in DynamoDB's expressions).
+
+    Only what changed is encoded: every write makes one, and of a job's 24 fields a write
+    changes a few. A transition copies the fields it leaves alone, so a field that is the same
+    object is unchanged; a field of equal value set again is SET again, which writes the same.
+    """
+    old, new = before.__dict__, after.__dict__
+    sets: list[tuple[str, Any]] = []
+    removes: list[str] = []
+    for attribute, name in _JOB_ATTRIBUTES:
+        value = new[name]
+        if value is old[name]:
+            continue
+        if value is None:
+            removes.append(attribute)
+        else:
+            sets.append((attribute, _value(value)))
+    if after.attempts is not before.attempts:
+        if after.attempts:
+            sets.append(("attempts", _attempts_item(after.attempts)))
+        elif before.attempts:
+            removes.append("attempts")
+    implied, implied_before = _derived(after, record_days), _derived(before, record_days)
+    sets += [(name, value) for name, value in implied.items() if implied_before.get(name) != value]
+    removes += [name for name in implied_before if name not in implied]
+    names = {
+        f"#n{number}": name for number, name in enumerate([name for name, _ in sets] + removes)
+    }
+    values = {f":v{number}": value for number, (_, value) in enumerate(sets)}
+    expression = "SET " + ", ".join(f"#n{number} = :v{number}" for number in range(len(sets)))
+    if removes:
+        expression += " REMOVE " + ", ".join(
+            f"#n{number}" for number in range(len(sets), len(names))
+        )
+    return expression, names, values
 
 
 def _fields(item: Mapping[str, Any], names: Mapping[str, tuple[str, Reader]]) -> dict[str, Any]:
@@ -295,33 +336,6 @@ def decode(item: Mapping[str, Any]) -> Job:
     fields.setdefault("attempt_count", len(attempts))
     fields.setdefault("claims", len(attempts))
     return from_fields(Job, fields)
-
-
-def update_expression(
-    before: Mapping[str, Any], after: Mapping[str, Any]
-) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """SET what changed or is new, REMOVE what is gone; every name a placeholder (`state`,
-    `size` and `key`-like names are reserved words in DynamoDB's expressions)."""
-    names: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    sets: list[str] = []
-    removes: list[str] = []
-    keys = (PARTITION_KEY, SORT_KEY)
-    for name, value in after.items():
-        if name not in keys and before.get(name) != value:
-            placeholder = f"#n{len(names)}"
-            names[placeholder] = name
-            values[f":v{len(values)}"] = value
-            sets.append(f"{placeholder} = :v{len(values) - 1}")
-    for name in before:
-        if name not in after and name not in keys:
-            placeholder = f"#n{len(names)}"
-            names[placeholder] = name
-            removes.append(placeholder)
-    expression = "SET " + ", ".join(sets)
-    if removes:
-        expression += " REMOVE " + ", ".join(removes)
-    return expression, names, values
 
 
 # --- the scheduler's items -------------------------------------------------------------------
@@ -471,7 +485,7 @@ class JobStore:
         then: the slots that stay taken are noted as that limit, in the same write.
         """
         written = written_over(before, after)
-        expression, names, values = update_expression(self._encode(before), self._encode(written))
+        expression, names, values = changes(before, written, record_days=self.record_days)
         names["#version"] = "version"
         values[":expected"] = _number(before.version)
         update: dict[str, Any] = {

@@ -16,7 +16,9 @@ from typing import Any
 import boto3
 import job_record
 import pytest
-from job_record import Job, Next, Stop
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from job_record import STATES, Attempt, Job, Next, Stop
 from job_store import (
     SHARDS,
     SWEEP_INDEX,
@@ -24,6 +26,7 @@ from job_store import (
     Conflict,
     Full,
     JobStore,
+    changes,
     decode,
     encode,
     job_key,
@@ -31,7 +34,8 @@ from job_store import (
 from moto import mock_aws
 
 from tests.fakes.aws_model import BotocoreRetries, Latency, SimDynamoClient
-from tests.fakes.dynamodb_model import DynamoModel, Index, Table
+from tests.fakes.dynamodb_model import DynamoModel, Index, Table, parse_update
+from tests.fakes.dynamodb_model import _Context as Context
 from tests.fakes.job_table import create_job_table
 from tests.fakes.virtual_clock import Simulation
 from tests.taskrunner.conftest import MOTO_CREDENTIALS
@@ -259,3 +263,75 @@ def test_a_record_in_any_valid_typing_reads_as_the_codec_would_write_it() -> Non
     attempt["claimedAt"] = {"N": "100"}
     assert decode(item) == started
     assert isinstance(decode(item).current.claimed_at, float)  # type: ignore[union-attr]
+
+
+# --- a write's expression: only what changed, and exactly the item `after` encodes to ----------
+
+times = st.one_of(st.none(), st.floats(0, 2e9, allow_nan=False), st.integers(0, 2_000_000_000))
+texts = st.one_of(st.none(), st.text(max_size=8))
+attempts = st.builds(
+    Attempt,
+    number=st.integers(1, 5),
+    claim=st.integers(1, 9),
+    provider=st.sampled_from(["FARGATE", "FARGATE_SPOT"]),
+    claimed_at=st.floats(0, 2e9, allow_nan=False),
+    task_arn=st.one_of(st.none(), st.just(ARN)),
+    started_at=times,
+    stopped_at=times,
+    stop_code=texts,
+    exit_code=st.one_of(st.none(), st.integers(0, 255)),
+    cause=texts,
+)
+# Each field's new value: a fresh one, or None where the field may be None.
+changed_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "state": st.sampled_from(STATES),
+        "recorded_at": st.floats(0, 2e9, allow_nan=False),
+        "ready_at": times,
+        "retry_at": times,
+        "version_id": texts,
+        "size": st.one_of(st.none(), st.integers(0, 2**40)),
+        "attempts": st.lists(attempts, max_size=3).map(tuple),
+        "attempt_count": st.integers(0, 5),
+        "claims": st.integers(0, 9),
+        "next_provider": texts,
+        "active_since": times,
+        "finished_at": times,
+        "reason": texts,
+        "reported": st.booleans(),
+        "report_taken_at": times,
+        "redrives": st.integers(0, 3),
+        "last_redrive_of": texts,
+    },
+)
+
+
+def applied(item: dict[str, Any], update: tuple[str, dict[str, str], dict[str, Any]]) -> Any:
+    expression, names, values = update
+    written = dict(item)
+    parse_update(expression)(written, Context(names, values))
+    return written
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=changed_fields, second=changed_fields, keep_attempts=st.booleans())
+def test_a_write_turns_the_item_read_into_exactly_the_item_of_the_new_record(
+    first: dict[str, Any], second: dict[str, Any], keep_attempts: bool
+) -> None:
+    before = replace(job(1), **first)
+    if keep_attempts and before.attempts:
+        second = {**second, "attempts": (*before.attempts[:-1], replace(before.attempts[-1]))}
+    after = job_record.written_over(before, replace(before, **second))  # as `apply` writes it
+    update = changes(before, after, record_days=30)
+    assert applied(encode(before, record_days=30), update) == encode(after, record_days=30)
+
+
+def test_a_write_names_only_the_attributes_its_change_touched() -> None:
+    claimed = job_record.claim(job(1), now=100.0, default_provider="FARGATE")
+    read = decode(encode(job_record.task_started(claimed, 1, ARN), record_days=30))
+    running = job_record.written_over(
+        read, job_record.running(read, 1, started_at=150.0, task_arn=None)
+    )
+    _, names, _ = changes(read, running, record_days=30)
+    assert sorted(names.values()) == ["attempts", "state", "version"]
