@@ -370,25 +370,28 @@ def _size(item: Mapping[str, Any]) -> int:
 
 
 def _attribute_size(name: str, value: Value) -> int:
+    """An attribute's part of its item's `_size`: a dict's repr is its braces and, for each
+    attribute, its name, its value and 4 characters, less the last separator, so an item's
+    size is the sum of its attributes' (2, the braces, for none)."""
     return len(repr(name)) + len(repr(value)) + 4  # 'name': value, and the ", " after it
 
 
-def _size_after(before: Mapping[str, Any], before_size: int, after: Mapping[str, Any]) -> int:
-    """`_size(after)` for an update of `before` (of `before_size`), measuring only what changed:
-    a dict's repr is its braces and, for each attribute, its name, its value and 4 characters,
-    less the last separator. Most updates change a few attributes of twenty."""
-    if not before or not after:
-        return _size(after)
-    size = before_size
+def _measured(
+    before: Mapping[str, Any] | None, known: Mapping[str, int] | None, after: Mapping[str, Any]
+) -> dict[str, int]:
+    """Each attribute's size in `after`, a write over `before` whose attributes' sizes are
+    `known`: only what the write changed is measured again. Most writes change a few
+    attributes of twenty, and the largest (a job's attempts) at most once."""
+    if before is None or known is None:
+        return {name: _attribute_size(name, value) for name, value in after.items()}
+    sizes = dict(known)
     for name, value in after.items():
-        old = before.get(name)
-        if old is not value:
-            size += _attribute_size(name, value)
-            size -= 0 if old is None else _attribute_size(name, old)
-    for name, old in before.items():
+        if before.get(name) is not value:
+            sizes[name] = _attribute_size(name, value)
+    for name in before:
         if name not in after:
-            size -= _attribute_size(name, old)
-    return size
+            del sizes[name]
+    return sizes
 
 
 # An index's entry for an item before and after a write: (hash value, range value) or None.
@@ -403,6 +406,7 @@ class Table:
     indexes: dict[str, Index] = field(default_factory=dict)
     items: dict[tuple[str, str], Item] = field(default_factory=dict)
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # each item's, as written
+    attribute_sizes: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     # index -> hash value -> (range value, table key) in order; and the item as the index holds
     # it (as of the last change that reached the index: stale while the index lags)
     entries: dict[str, dict[str, SortedList]] = field(default_factory=dict)
@@ -471,12 +475,13 @@ class DynamoModel:
         if after is None:
             table.items.pop(key, None)
             table.sizes.pop(key, None)
+            table.attribute_sizes.pop(key, None)
             new_size = 0
         else:
             table.items[key] = after
-            new_size = table.sizes[key] = (
-                _size(after) if before is None else _size_after(before, old_size, after)
-            )
+            sizes = _measured(before, table.attribute_sizes.get(key), after)
+            table.attribute_sizes[key] = sizes
+            new_size = table.sizes[key] = sum(sizes.values()) if sizes else 2
         size = max(old_size, new_size)
         self.units["write"] += math.ceil(size / 1024) * (2 if transactional else 1)
         changes = [
