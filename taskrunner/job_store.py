@@ -315,8 +315,27 @@ def _fields(item: Mapping[str, Any], names: Mapping[str, tuple[str, Reader]]) ->
     fields: dict[str, Any] = {}
     for name, value in item.items():
         spec = names.get(name)
-        if spec is not None and "NULL" not in value:
-            fields[spec[0]] = spec[1](value)
+        if spec is None:
+            continue
+        field, reader = spec
+        # The usual types read here, without a call for each attribute; any other by its reader.
+        if reader is _text:
+            text = value.get("S")
+            if text is not None:
+                fields[field] = text
+                continue
+        elif reader is _real:
+            text = value.get("N")
+            if text is not None:
+                fields[field] = float(text)
+                continue
+        elif reader is _whole:
+            text = value.get("N")
+            if text is not None and text.isdigit():
+                fields[field] = int(text)
+                continue
+        if "NULL" not in value:
+            fields[field] = reader(value)
     return fields
 
 
