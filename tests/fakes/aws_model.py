@@ -38,7 +38,9 @@ import functools
 import heapq
 import itertools
 import json
+import math
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -90,8 +92,21 @@ def wall(t: float) -> datetime.datetime:
 @functools.lru_cache(maxsize=4096)
 def iso(t: float) -> str:
     """The simulated time `t` as EventBridge writes times (ISO 8601, milliseconds, Z); a task's
-    times recur in each of its events."""
-    return wall(t).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int((EPOCH + t) * 1000) % 1000:03d}Z"
+    times recur in each of its events. `wall(t)`'s date and time to the second (a datetime
+    rounds to the microsecond), by arithmetic: every event has one, at a new moment."""
+    moment = EPOCH + t
+    fraction, whole = math.modf(moment)
+    seconds = int(whole) + (round(fraction * 1e6) >= 1_000_000)
+    of_day = seconds % 86400
+    return (
+        f"{_date(seconds // 86400)}T{of_day // 3600:02d}:{of_day // 60 % 60:02d}:"
+        f"{of_day % 60:02d}.{int(moment * 1000) % 1000:03d}Z"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _date(days: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(days * 86400))
 
 
 @dataclass(frozen=True)

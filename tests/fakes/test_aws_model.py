@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.aws_model import (
+    EPOCH,
     STOP_TIMEOUT_SECONDS,
     Behaviour,
     EcsModel,
@@ -18,13 +19,25 @@ from tests.fakes.aws_model import (
     SimDynamoClient,
     SqsModel,
     TokenBucket,
+    iso,
     matches,
+    wall,
 )
 from tests.fakes.dynamodb_model import DynamoModel, Index, Table
 from tests.fakes.simulated_pipeline import Scenario, run_scenario, tally
 from tests.fakes.virtual_clock import Simulation
 
 # --- the clock ---------------------------------------------------------------------------------
+
+
+def test_an_events_time_reads_as_the_datetime_boto3_gives_to_the_millisecond() -> None:
+    rng = random.Random(7)
+    moments = [rng.uniform(0, 40 * 86400) for _ in range(20_000)]
+    # Near a second's end a datetime rounds to the microsecond, and the second with it.
+    moments += [n + d for n in range(0, 90_000, 997) for d in (0.0, 0.9999994, 0.9999996, 0.0005)]
+    for t in moments:
+        milliseconds = int((EPOCH + t) * 1000) % 1000
+        assert iso(t) == wall(t).strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds:03d}Z", t
 
 
 def test_processes_interleave_in_simulated_time_whatever_order_they_were_spawned() -> None:
