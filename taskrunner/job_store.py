@@ -199,7 +199,7 @@ _JOB_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "bucket": ("bucket", _text),
     "objectKey": ("key", _text),
     "jobId": ("job_id", _text),
-    "state": ("state", _plain),
+    "state": ("state", _text),
     "version": ("version", _whole),
     "recordedAt": ("recorded_at", _real),
     "readyAt": ("ready_at", _real),

@@ -84,8 +84,10 @@ def _json_copy(value: Any) -> Any:
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
+@functools.lru_cache(maxsize=4096)
 def wall(t: float) -> datetime.datetime:
-    """The simulated time `t` as the wall-clock datetime boto3 would hand back."""
+    """The simulated time `t` as the wall-clock datetime boto3 would hand back (immutable, so
+    shared: the sweep describes each task under way every minute)."""
     return datetime.datetime.fromtimestamp(EPOCH + t, datetime.UTC)
 
 
