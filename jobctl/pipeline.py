@@ -249,10 +249,11 @@ def results_triggered_nothing(pipeline: Pipeline) -> int:
     """Events seen for keys under the result prefix (there must be none).
 
     The emulator queues an object's event before its PUT returns, and every result is written
-    by now: half a second of listening is a margin, not a guess at a delivery delay.
+    by now: what is queued is there at the first receive, and a tenth of a second of listening
+    is a margin, not a guess at a delivery delay.
     """
     triggered = 0
-    for event in receive_events(pipeline.queue_url, 1, time.monotonic() + 0.5):
+    for event in receive_events(pipeline.queue_url, 1, time.monotonic() + 0.1):
         for record in event.get("Records", []):
             key = unquote_plus(str(record.get("s3", {}).get("object", {}).get("key", "")))
             if key.startswith(pipeline.result_prefix):
