@@ -17,10 +17,19 @@ import boto3
 import pytest
 
 from jobctl.emulator import point_at_emulator, running_emulator
+from tests.fakes.virtual_clock import Simulation
 from tests.sandbox import require_bubblewrap
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture(autouse=True)
+def _no_simulation_outlives_its_test() -> Iterator[None]:
+    """A virtual-clock run's processes are ended when its test ends (Simulation.close): left
+    parked, they keep all the run made alive for the rest of the session."""
+    yield
+    Simulation.close_all()
 
 
 @pytest.fixture(scope="session")

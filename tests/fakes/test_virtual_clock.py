@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from tests.fakes.virtual_clock import Simulation, SimulationError
@@ -77,3 +80,31 @@ def test_a_process_that_never_stops_sleeping_is_caught_by_the_event_limit() -> N
     with pytest.raises(SimulationError):
         sim.run(max_events=1_000)
     assert sim.events <= 1_001
+
+
+def test_a_closed_run_ends_its_parked_processes_and_frees_all_they_held() -> None:
+    class Held:
+        pass
+
+    sim = Simulation()
+    held = Held()
+    unwound: list[str] = []
+
+    def poller(state: Held) -> None:
+        try:
+            while True:  # a long poll that never ends, as an event source mapping's
+                sim.sleep(20.0)
+        finally:
+            unwound.append("poller")
+
+    sim.spawn(poller, held)
+    sim.spawn(poller, Held(), at=100.0)  # never started
+    sim.run(until=60.0)
+    alive = weakref.ref(held)
+    del held
+    gc.collect()
+    assert alive() is not None  # a parked greenlet's frame is out of the collector's sight
+    sim.close()
+    gc.collect()
+    assert alive() is None
+    assert unwound == ["poller"]

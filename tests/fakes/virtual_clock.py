@@ -15,8 +15,11 @@ reads the wall clock or sleeps for real.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
 import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +54,8 @@ class Process:
 class Simulation:
     def __init__(self) -> None:
         self.now = 0.0
+        self._live: set[Process] = set()  # spawned and not finished
+        _OPEN.add(self)
         # (when, sequence number, callback or None, process or None): a wake-up names its
         # process rather than a closure, since most events are wake-ups.
         self._heap: list[tuple[float, int, Callable[[], None] | None, Process | None]] = []
@@ -82,6 +87,7 @@ class Simulation:
             process.result = function(*args)
 
         process = Process(name or getattr(function, "__name__", "process"), greenlet(body))
+        self._live.add(process)
         self._wake_at(process, self.now if at is None else at)
         return process
 
@@ -201,3 +207,33 @@ class Simulation:
             self._current = None
             if process.glet.dead:
                 process.finished = True
+                self._live.discard(process)
+
+    def close(self) -> None:
+        """End every process still parked or not yet started; the simulation runs no more.
+
+        A parked process's frame holds the simulation, and the simulation its process, in a
+        cycle the garbage collector cannot see into (greenlets' frames are not traversed): a
+        run left open keeps every model and record it made alive until the interpreter exits,
+        where a big run's took seconds to free, and each full collection meanwhile walks them.
+        """
+        self._heap.clear()
+        self._scheduler = greenlet.getcurrent()
+        for process in list(self._live):
+            process.wake = -1
+            process.killed = True
+            # Whatever it raises unwinding, the run it belonged to is over.
+            with contextlib.suppress(SimulationError, ProcessKilled):
+                self._enter(process, functools.partial(process.glet.throw, ProcessKilled()))
+            process.finished = True
+        self._live.clear()
+        _OPEN.discard(self)
+
+    @staticmethod
+    def close_all() -> None:
+        """Close every simulation not closed yet (tests/conftest.py, after each test)."""
+        for simulation in list(_OPEN):
+            simulation.close()
+
+
+_OPEN: weakref.WeakSet[Simulation] = weakref.WeakSet()  # every simulation not closed yet
