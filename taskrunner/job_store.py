@@ -175,9 +175,10 @@ def _flag(value: Mapping[str, Any]) -> bool:
 
 
 Reader = Callable[[Mapping[str, Any]], Any]
-# The one table of a record's attributes: attribute -> (field, reader), in the order an item
-# holds them. A field that is None has no attribute. A record is read in one pass over its
-# attributes, and those it lacks (most are optional) cost nothing.
+# attribute -> (field, reader), in the order an item holds them (a job's are written by this
+# table too; an attempt's by Attempt.fields, the names its report gives). A field that is None
+# has no attribute. A record is read in one pass over its attributes, and those it lacks (most
+# are optional) cost nothing.
 _ATTEMPT_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "attempt": ("number", _whole),
     "claim": ("claim", _whole),
@@ -219,18 +220,13 @@ _JOB_FIELDS: Mapping[str, tuple[str, Reader]] = {
     "redrives": ("redrives", _whole),
     "lastRedriveOf": ("last_redrive_of", _text),
 }
-_ATTEMPT_ATTRIBUTES = tuple((attribute, name) for attribute, (name, _) in _ATTEMPT_FIELDS.items())
 _JOB_ATTRIBUTES = tuple((attribute, name) for attribute, (name, _) in _JOB_FIELDS.items())
 
 
 def _attempt_item(attempt: Attempt) -> dict[str, Any]:
-    fields = attempt.__dict__
+    # By the names its failure report gives it too (Attempt.fields).
     return {
-        "M": {
-            attribute: _value(fields[name])
-            for attribute, name in _ATTEMPT_ATTRIBUTES
-            if fields[name] is not None
-        }
+        "M": {name: _value(value) for name, value in attempt.fields().items() if value is not None}
     }
 
 
