@@ -363,16 +363,11 @@ def _scalar(value: Value) -> Any:
     return _number(value) if "N" in value else value.get("S", "")
 
 
-def _size(item: Mapping[str, Any]) -> int:
-    """About the item's size in bytes, as DynamoDB counts it (names and values); repr is a
-    close, cheap stand-in for its JSON."""
-    return len(repr(item))
-
-
 def _attribute_size(name: str, value: Value) -> int:
-    """An attribute's part of its item's `_size`: a dict's repr is its braces and, for each
-    attribute, its name, its value and 4 characters, less the last separator, so an item's
-    size is the sum of its attributes' (2, the braces, for none)."""
+    """An attribute's part of its item's size in bytes, as DynamoDB counts it (names and
+    values). The item's repr is a close, cheap stand-in for its JSON, and a dict's repr is its
+    braces and, for each attribute, its name, its value and 4 characters, less the last
+    separator: an item's size is the sum of its attributes' (2, the braces, for none)."""
     return len(repr(name)) + len(repr(value)) + 4  # 'name': value, and the ", " after it
 
 
