@@ -673,12 +673,8 @@ class Figures:
         }
 
 
+@fewer_collections()
 def figures(outcome: Outcome, label: str) -> Figures:
-    with fewer_collections():
-        return _figures(outcome, label)
-
-
-def _figures(outcome: Outcome, label: str) -> Figures:
     scenario = outcome.scenario
     counted = tally(outcome)
     limit = min(scenario.account_limit, scenario.max_concurrent_tasks or scenario.account_limit)
